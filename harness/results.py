@@ -1,0 +1,133 @@
+"""Results on disk: atomic writes, the summary schema and its reader, and provenance.
+
+One run writes `DIR/summary.json` (lm-eval-like keys plus what the peers don't record), `DIR/samples.jsonl`
+and, for RL runs, `DIR/curve.csv`. Every write goes to a temporary file in the same folder and is
+renamed into place, so a reader never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+REQUIRED_KEYS = ("schema_version", "task", "n", "metrics", "config")
+
+
+class ResultError(ValueError):
+    """A result file that cannot be used (missing, corrupt, wrong schema); the message names the file."""
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
+
+
+def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(to_jsonable(r), sort_keys=True) + "\n" for r in rows))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """NaN/inf become None (strict JSON); tuples become lists; numpy/torch scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        return to_jsonable(obj.item())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def read_summary(path: str | os.PathLike) -> dict:
+    """Read and validate a summary.json; raise ResultError naming the file and what is wrong."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResultError(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ResultError(f"{path}: corrupt JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ResultError(f"{path}: expected a JSON object")
+    version = obj.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ResultError(f"{path}: schema_version {version!r}, this harness reads {SCHEMA_VERSION}; "
+                          "re-run it or regenerate the result with a matching harness version")
+    missing = [k for k in REQUIRED_KEYS if k not in obj]
+    if missing:
+        raise ResultError(f"{path}: missing field(s) {', '.join(missing)}")
+    return obj
+
+
+def git_hash() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5, cwd=Path(__file__).resolve().parent).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("mdrl-harness", "torch", "transformers", "datasets", "accelerate", "math-verify", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def hardware() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                            "machine": platform.machine()}
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["gpu_count"] = torch.cuda.device_count()
+    except ImportError:
+        pass
+    return info
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def provenance() -> dict[str, Any]:
+    return {"date": now_iso(), "git_hash": git_hash(), "versions": versions(), "hardware": hardware()}

@@ -1,0 +1,340 @@
+"""The `harness` command line: list, pretrain, eval, score, run, compare, leaderboard.
+
+Every command that produces numbers prints its summary as one JSON object on the last line of stdout.
+Bad input (an unknown task, model or method, a missing data file, an unreachable hub id) is one line on
+stderr and exit code 2, no traceback (set HARNESS_DEBUG=1 to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import sys
+from pathlib import Path
+
+DECODE_FLAGS = ("sampler", "gen_length", "block_length", "steps", "temperature", "remasking", "cfg_scale")
+
+
+def _add_decode_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("decoding (defaults come from the task)")
+    g.add_argument("--sampler", choices=["low_confidence", "emerge", "maskgit"], help="decoder")
+    g.add_argument("--gen-length", type=int, help="completion length in tokens")
+    g.add_argument("--block-length", type=int, help="semi-autoregressive block length (low_confidence)")
+    g.add_argument("--diffusion-steps", dest="diffusion_steps", type=int, help="denoising steps in total")
+    g.add_argument("--temperature", type=float, help="sampling temperature (0 = greedy)")
+    g.add_argument("--remasking", choices=["low_confidence", "random"], help="which tokens a step commits")
+    g.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (0 = off)")
+
+
+def _add_model_args(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--model", default=default, required=default is None,
+                   help="gold | tiny | hf:<hub-id-or-local-folder> | a preset (see `harness list models`)")
+    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
+    p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("list", help="list tasks, methods or models")
+    s.add_argument("what", nargs="?", default="all", choices=["all", "tasks", "methods", "models"])
+
+    s = sub.add_parser("pretrain", help="pretrain the embedded `tiny` model for a task (cached)")
+    s.add_argument("--task", required=True)
+    s.add_argument("--seconds", type=float, default=None, help="training time budget (default: the task's)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--force", action="store_true", help="retrain even if a cached model exists")
+
+    s = sub.add_parser("eval", help="generate, verify and score a model on a task")
+    s.add_argument("--task", required=True)
+    _add_model_args(s, default=None)
+    s.add_argument("--data", help="local jsonl/json file or hub id (hf://owner/name[:config])")
+    s.add_argument("--split", default="test", help="split of an embedded task (test | train)")
+    s.add_argument("--limit", type=int, help="evaluate only the first N problems")
+    s.add_argument("--n-samples", type=int, default=1, help="completions per problem (pass@k)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--out", help="output folder (default results/eval__<task>__<model>__<time>)")
+    _add_decode_args(s)
+
+    s = sub.add_parser("score", help="score completions generated elsewhere")
+    s.add_argument("--task", required=True)
+    s.add_argument("--predictions", required=True,
+                   help='jsonl of {"id": ..., "completion": "..."} (a folder of images for geneval)')
+    s.add_argument("--data", help="the problems the ids refer to (local file or hub id)")
+    s.add_argument("--out", help="output folder (default results/score__<task>__<time>)")
+
+    s = sub.add_parser("run", help="evaluate the base model, train with an RL method, evaluate again")
+    s.add_argument("--task", required=True)
+    s.add_argument("--method", required=True, help="an RL method, or `none` to evaluate only")
+    _add_model_args(s, default="tiny")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--steps", type=int, help="RL steps (default: the task's)")
+    s.add_argument("--data", help="test problems (real tasks); embedded tasks generate their own")
+    s.add_argument("--train-data", help="training problems (real tasks)")
+    s.add_argument("--limit", type=int, help="evaluate on the first N test problems")
+    s.add_argument("--checkpoint-every", type=int, default=50, help="save a checkpoint every N steps")
+    s.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a training config field (repeatable), e.g. --set lr=1e-5")
+    s.add_argument("--out", help="output folder (default results/<task>__<model>__<method>__seed<S>)")
+    s.add_argument("--no-progress", action="store_true")
+
+    s = sub.add_parser("compare", help="run several methods x seeds at the same rollout budget")
+    s.add_argument("--task", required=True)
+    s.add_argument("--methods", required=True, help="comma-separated, e.g. maskgrpo,diffu-grpo,unigrpo")
+    s.add_argument("--seeds", default="0,1,2")
+    _add_model_args(s, default="tiny")
+    s.add_argument("--steps", type=int)
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--results", default="results", help="where run folders go")
+
+    s = sub.add_parser("leaderboard", help="collate results/ into leaderboards/ (CSV, markdown, plots)")
+    s.add_argument("--results", default="results")
+    s.add_argument("--out", default="leaderboards")
+    return p
+
+
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    from harness.registry import UnknownNameError
+    from harness.results import ResultError
+    from tasks.base import DataError
+
+    errs: list[type[BaseException]] = [UnknownNameError, DataError, ResultError, ValueError, FileNotFoundError]
+    try:
+        from harness.models import ModelError
+
+        errs.append(ModelError)
+    except ImportError:
+        pass
+    return tuple(errs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = globals()[f"cmd_{args.command}"]
+    try:
+        return handler(args) or 0
+    except KeyboardInterrupt:
+        print("interrupted; results already written are kept", file=sys.stderr)
+        return 130
+    except _usage_errors() as e:
+        if os.environ.get("HARNESS_DEBUG"):
+            raise
+        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args and not str(e).startswith("unknown") else str(e)
+        print(f"harness {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+# ---- commands ------------------------------------------------------------------------------------
+def cmd_list(args) -> int:
+    import tasks
+
+    what = args.what
+    if what in ("all", "tasks"):
+        print("tasks:")
+        for name in tasks.TASKS.names():
+            t = tasks.TASKS.get(name)
+            src = "embedded" if t.embedded else (t.default_data_hint or t.hub_id or "")
+            print(f"  {name:12s} {t.kind:6s} metric={t.primary_metric:9s} data: {src}")
+    if what in ("all", "methods"):
+        print("methods:")
+        for name in _method_names():
+            print(f"  {name}")
+        print("  none        (evaluate only)")
+    if what in ("all", "models"):
+        print("models:")
+        for line in _model_lines():
+            print(f"  {line}")
+    return 0
+
+
+def _method_names() -> list[str]:
+    try:
+        from trainers import METHODS
+    except ImportError:
+        return []
+    return METHODS.names()
+
+
+def _model_lines() -> list[str]:
+    lines = ["gold          the reference solution of every example (verifier sanity check)",
+             "tiny          the embedded model pretrained for the task (`harness pretrain`)",
+             "hf:<id|path>  any transformers masked diffusion model (hub id or local folder)"]
+    try:
+        from harness.models import PRESETS
+    except ImportError:
+        PRESETS = {}
+    lines += [f"{name:13s} {target}" for name, target in sorted(PRESETS.items())]
+    return lines
+
+
+def _timestamp() -> str:
+    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+
+
+def decode_config(task, args):
+    """Task defaults, overridden by the flags the user gave."""
+    from harness.sampling import DecodeConfig
+
+    values = dict(task.gen_defaults)
+    flags = {"sampler": args.sampler, "gen_length": args.gen_length, "block_length": args.block_length,
+             "steps": args.diffusion_steps, "temperature": args.temperature, "remasking": args.remasking,
+             "cfg_scale": args.cfg_scale}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    return DecodeConfig(**values)
+
+
+def load_model_for(task, spec: str, device: str = "auto", dtype: str = "auto"):
+    """`load_model`, pretraining the embedded model first when `tiny` is asked and nothing is cached."""
+    from harness import models
+
+    if spec == "tiny" and not models.is_pretrained(task.name):
+        if not task.embedded:
+            raise ValueError(f"the embedded `tiny` model exists only for embedded tasks; for {task.name!r} "
+                             "pass --model hf:<local folder> or --model gold")
+        print(f"no cached tiny model for {task.name!r}; pretraining it first (harness pretrain --task "
+              f"{task.name}) ...", file=sys.stderr)
+        from harness.pretrain import pretrain
+
+        pretrain(task.name)
+    return models.load_model(spec, task=task.name, device=_device(device), dtype=dtype)
+
+
+def _device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cmd_pretrain(args) -> int:
+    from harness import models
+    from harness.pretrain import pretrain
+    from tasks import get_task
+
+    task = get_task(args.task)
+    if not task.embedded:
+        raise ValueError(f"pretrain builds the embedded model for embedded tasks only "
+                         f"({', '.join(n for n in _embedded_names())}), not {args.task!r}")
+    if models.is_pretrained(args.task) and not args.force:
+        print(f"tiny model for {args.task!r} already cached at {models.tiny_model_path(args.task)} "
+              "(--force to retrain)", file=sys.stderr)
+        path = models.tiny_model_path(args.task)
+        info = {}
+    else:
+        kw = {"seed": args.seed}
+        if args.seconds is not None:
+            kw["seconds"] = args.seconds
+        path = pretrain(args.task, **kw)
+        info_file = Path(path) / "pretrain.json"
+        info = json.loads(info_file.read_text()) if info_file.exists() else {}
+    print(json.dumps({"task": args.task, "model": "tiny", "path": str(path), **info}, sort_keys=True))
+    return 0
+
+
+def _embedded_names() -> list[str]:
+    import tasks
+
+    return [n for n in tasks.TASKS.names() if tasks.TASKS.get(n).embedded]
+
+
+def cmd_eval(args) -> int:
+    from harness.runner import eval_summary, evaluate, write_eval
+    from tasks import get_task
+
+    task = get_task(args.task)
+    if args.n_samples < 1 or (args.limit is not None and args.limit < 1) or args.batch_size < 1:
+        raise ValueError("--n-samples, --limit and --batch-size must be positive integers")
+    examples = task.load(args.data, split=args.split, limit=args.limit)
+    model = load_model_for(task, args.model, args.device, args.dtype)
+    is_gold = getattr(model, "is_gold", False)
+    decode = None if is_gold else decode_config(task, args)
+    out = evaluate(task, model, examples, decode, n_samples=args.n_samples, seed=args.seed,
+                   batch_size=args.batch_size, progress=sys.stderr.isatty())
+    out_dir = Path(args.out or f"results/eval__{_safe(task.name)}__{_safe(args.model)}__{_timestamp()}")
+    config = {"task": task.name, "model": args.model, "data": args.data, "split": args.split, "limit": args.limit,
+              "n_samples": args.n_samples, "seed": args.seed, "batch_size": args.batch_size}
+    summary = eval_summary("eval", task, args.model, out, decode=decode, config=config, seed=args.seed)
+    write_eval(out_dir, summary, out.scored)
+    _print_summary(summary, out_dir)
+    return 0
+
+
+def cmd_score(args) -> int:
+    from harness.runner import eval_summary, read_predictions, score_predictions, write_eval
+    from tasks import get_task
+
+    task = get_task(args.task)
+    pred = Path(args.predictions)
+    if not pred.exists():
+        raise FileNotFoundError(f"predictions not found: {pred}")
+    examples = task.load(args.data)
+    if pred.is_dir():
+        if not hasattr(task, "predictions_from_folder"):
+            raise ValueError(f"--predictions must be a jsonl file for task {task.name!r}")
+        rows = task.predictions_from_folder(pred)
+    else:
+        rows = read_predictions(pred)
+    out = score_predictions(task, rows, examples)
+    out_dir = Path(args.out or f"results/score__{_safe(task.name)}__{_timestamp()}")
+    config = {"task": task.name, "predictions": str(pred), "data": args.data}
+    summary = eval_summary("score", task, "external", out, config=config)
+    write_eval(out_dir, summary, out.scored)
+    rep = out.report
+    if rep["malformed_rows"] or rep["unknown_id_rows"]:
+        print(f"skipped {rep['malformed_rows']} malformed row(s) (lines {rep['malformed_lines']}) and "
+              f"{rep['unknown_id_rows']} row(s) with unknown ids {rep['unknown_ids']}", file=sys.stderr)
+    _print_summary(summary, out_dir)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from harness.experiment import run_experiment
+
+    summary, out_dir = run_experiment(args)
+    _print_summary(summary, out_dir)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from harness.experiment import compare
+
+    summary = compare(args)
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    from leaderboards.collate import build_leaderboards
+
+    report = build_leaderboards(args.results, args.out)
+    for problem in report.get("skipped", []):
+        print(f"skipped {problem}", file=sys.stderr)
+    print(json.dumps(report, sort_keys=True, default=str))
+    return 0
+
+
+def _print_summary(summary: dict, out_dir: Path) -> None:
+    """A human line on stderr, then the machine-readable summary as the last line of stdout."""
+    metrics = ", ".join(f"{k}={v:.4f}" for k, v in summary.get("metrics", {}).items() if isinstance(v, float))
+    print(f"{summary['task']}: n={summary['n']} {metrics} -> {out_dir}", file=sys.stderr)
+    keep = ("task", "model", "method", "n", "n_samples", "metrics", "ci95", "nfe", "base", "final", "gain",
+            "gain_ci95", "report", "seed", "wall_time_s")
+    line = {k: summary[k] for k in keep if k in summary}
+    line["out"] = str(out_dir)
+    from harness.results import to_jsonable
+
+    print(json.dumps(to_jsonable(line), sort_keys=True))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Generation, scoring and result writing shared by `harness eval`, `score` and `run`.
+
+`evaluate` is the one function whose numbers reach the leaderboards; the RL loop calls it for its
+periodic evaluations too, so the training signal and the reported metric agree on what "correct" is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.config import derive_seed
+from harness.results import SCHEMA_VERSION, atomic_write_json, atomic_write_jsonl, provenance
+from tasks.base import Example, Scored, Task
+
+
+@dataclass
+class EvalOutput:
+    scored: list[Scored]
+    metrics: dict[str, float]
+    ci95: dict[str, list[float]]
+    n: int  # problems scored
+    n_samples: int
+    nfe: int = 0
+    generated_tokens: int = 0
+    generation_time_s: float = 0.0
+    wall_time_s: float = 0.0
+    report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        return self.generated_tokens / self.generation_time_s if self.generation_time_s > 0 else None
+
+
+def generate_completions(model, task: Task, examples: Sequence[Example], decode, *, n_samples: int = 1,
+                         seed: int = 0, batch_size: int = 64, progress: bool = False, tag: str = "eval"):
+    """Completions for every (example, sample) pair, in example-major order.
+
+    Returns (completions, owners, nfe, generated_tokens, seconds) where owners[i] is the Example of
+    completions[i]. Each row's seed is derived from (seed, tag, example id, sample index), so a
+    completion does not depend on batch size or on which other examples are evaluated.
+    """
+    from harness.sampling import generate
+
+    pairs = [(ex, s) for ex in examples for s in range(n_samples)]
+    completions: list[str] = []
+    nfe = tokens = 0
+    t0 = time.perf_counter()
+    bar = _progress(len(pairs), progress, desc=f"{tag} {task.name}")
+    token_range = model.image_token_range if task.kind == "image" else None
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i:i + batch_size]
+        ids, attn = model.encode_prompts([task.format_prompt(ex) for ex, _ in chunk])
+        seeds = [derive_seed(seed, tag, ex.id, s) for ex, s in chunk]
+        out = generate(model, ids, attn, decode, seeds=seeds, token_range=token_range)
+        nfe += out.nfe
+        comp = out.completion_ids
+        tokens += comp.numel()
+        completions.extend(model.decode_completion(row) for row in comp)
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    return completions, [ex for ex, _ in pairs], nfe, tokens, time.perf_counter() - t0
+
+
+def evaluate(task: Task, model, examples: Sequence[Example], decode=None, *, n_samples: int = 1, seed: int = 0,
+             batch_size: int = 64, progress: bool = False, workers: int = 4, tag: str = "eval") -> EvalOutput:
+    """Generate (or take gold solutions), score with the task's verifier, compute metrics with CIs."""
+    t0 = time.perf_counter()
+    if getattr(model, "is_gold", False):
+        owners = [ex for ex in examples for _ in range(n_samples)]
+        completions = [ex.solution for ex in owners]
+        nfe = tokens = 0
+        gen_s = 0.0
+    else:
+        completions, owners, nfe, tokens, gen_s = generate_completions(
+            model, task, examples, decode, n_samples=n_samples, seed=seed, batch_size=batch_size,
+            progress=progress, tag=tag)
+    scored = task.score_many(completions, owners, workers=workers if task.kind == "code" else 0)
+    metrics, ci95 = task.metrics(scored, examples)
+    return EvalOutput(scored=scored, metrics=metrics, ci95=ci95, n=len(examples), n_samples=n_samples, nfe=nfe,
+                      generated_tokens=tokens, generation_time_s=gen_s, wall_time_s=time.perf_counter() - t0,
+                      report={"unscorable": sum(s.verdict is None for s in scored)})
+
+
+def score_predictions(task: Task, rows: Sequence[Any], examples: Sequence[Example], workers: int = 4) -> EvalOutput:
+    """Score generations made elsewhere: rows of {"id": ..., "completion": "..."}; several per id allowed.
+
+    Malformed rows and unknown ids are counted and reported, never fatal. Only problems with at least one
+    prediction are scored (n = those problems); pass@k is reported only where every one has n >= k.
+    """
+    t0 = time.perf_counter()
+    by_id = {_id_key(ex.id): ex for ex in examples}
+    completions, owners = [], []
+    malformed: list[int] = []
+    unknown: Counter = Counter()
+    for lineno, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("completion"), str):
+            malformed.append(lineno)
+            continue
+        ex = by_id.get(_id_key(row["id"]))
+        if ex is None:
+            unknown[str(row["id"])] += 1
+            continue
+        completions.append(row["completion"])
+        owners.append(ex)
+    seen = {_id_key(ex.id) for ex in owners}
+    scored_examples = [ex for ex in examples if _id_key(ex.id) in seen]
+    scored = task.score_many(completions, owners, workers=workers if task.kind == "code" else 0)
+    if scored:
+        metrics, ci95 = task.metrics(scored, scored_examples)
+    else:
+        metrics, ci95 = {}, {}
+    counts = Counter(_id_key(ex.id) for ex in owners)
+    report = {
+        "rows": len(rows), "scored_rows": len(scored), "malformed_rows": len(malformed),
+        "malformed_lines": malformed[:20], "unknown_id_rows": sum(unknown.values()),
+        "unknown_ids": sorted(unknown)[:20], "problems_without_predictions": len(examples) - len(scored_examples),
+        "unscorable": sum(s.verdict is None for s in scored),
+    }
+    return EvalOutput(scored=scored, metrics=metrics, ci95=ci95, n=len(scored_examples),
+                      n_samples=max(counts.values()) if counts else 0, wall_time_s=time.perf_counter() - t0,
+                      report=report)
+
+
+def _id_key(x: Any) -> str:
+    """Ids compare as strings so that `"11"` and `11` (MBPP task ids in hand-written files) match."""
+    return str(x)
+
+
+def read_predictions(path: str | Path) -> list[Any]:
+    """Rows of a predictions jsonl; a line that is not JSON becomes None (counted as malformed)."""
+    rows: list[Any] = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            rows.append(None)
+    return rows
+
+
+def eval_summary(kind: str, task: Task, model_name: str, out: EvalOutput, *, decode=None, config: dict,
+                 seed: int | None = None, method: str | None = None) -> dict:
+    summary = {
+        "schema_version": SCHEMA_VERSION, "kind": kind, "task": task.name, "model": model_name, "method": method,
+        "seed": seed, "n": out.n, "n_samples": out.n_samples, "primary_metric": task.primary_metric,
+        "metrics": out.metrics, "ci95": out.ci95,
+        "decode": asdict(decode) if decode is not None else None,
+        "nfe": out.nfe, "tokens_per_second": out.tokens_per_second, "wall_time_s": round(out.wall_time_s, 3),
+        "config": config, "report": out.report,
+    }
+    summary.update(provenance())
+    return summary
+
+
+def write_eval(out_dir: str | Path, summary: dict, scored: Sequence[Scored]) -> None:
+    out_dir = Path(out_dir)
+    atomic_write_jsonl(out_dir / "samples.jsonl", (s.to_json() for s in scored))
+    atomic_write_json(out_dir / "summary.json", summary)
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="sample", leave=False)

@@ -1,0 +1,127 @@
+"""Which transformers masked-LM class trains the tiny embedded model fastest on CPU?
+
+Builds each candidate from a config of the same size (hidden 128, 4 layers, 4 heads, FFN 512, the
+tiny vocabulary size), runs a few AdamW training steps of the masked diffusion loss on random
+tokens and reports training throughput (tokens/s) in fp32 and under bf16 autocast, plus inference
+throughput (the decoder's forward passes).
+
+    python benchmarks/bench_model_classes.py [--batch 64] [--seq 64] [--steps 20] [--classes bert,roberta]
+
+Numbers on a shared machine are contended: check `uptime` and repeat. This is a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+
+import torch
+import torch.nn.functional as F
+import transformers
+
+SIZE = dict(hidden=128, layers=4, heads=4, ffn=512)
+
+
+def build(name: str, vocab: int, seq: int) -> torch.nn.Module:
+    h, n, a, f = SIZE["hidden"], SIZE["layers"], SIZE["heads"], SIZE["ffn"]
+    common = dict(vocab_size=vocab, pad_token_id=0)
+    if name == "bert":
+        cfg = transformers.BertConfig(hidden_size=h, num_hidden_layers=n, num_attention_heads=a,
+                                      intermediate_size=f, max_position_embeddings=seq, **common)
+        return transformers.BertForMaskedLM(cfg)
+    if name == "roberta":
+        cfg = transformers.RobertaConfig(hidden_size=h, num_hidden_layers=n, num_attention_heads=a,
+                                         intermediate_size=f, max_position_embeddings=seq + 2, **common)
+        return transformers.RobertaForMaskedLM(cfg)
+    if name == "distilbert":
+        cfg = transformers.DistilBertConfig(dim=h, n_layers=n, n_heads=a, hidden_dim=f,
+                                            max_position_embeddings=seq, **common)
+        return transformers.DistilBertForMaskedLM(cfg)
+    if name == "electra":
+        cfg = transformers.ElectraConfig(embedding_size=h, hidden_size=h, num_hidden_layers=n,
+                                         num_attention_heads=a, intermediate_size=f,
+                                         max_position_embeddings=seq, **common)
+        return transformers.ElectraForMaskedLM(cfg)
+    if name == "roformer":
+        cfg = transformers.RoFormerConfig(embedding_size=h, hidden_size=h, num_hidden_layers=n,
+                                          num_attention_heads=a, intermediate_size=f,
+                                          max_position_embeddings=seq, **common)
+        return transformers.RoFormerForMaskedLM(cfg)
+    if name == "modernbert":
+        cfg = transformers.ModernBertConfig(hidden_size=h, num_hidden_layers=n, num_attention_heads=a,
+                                            intermediate_size=f, max_position_embeddings=seq,
+                                            global_attn_every_n_layers=1, **common)
+        return transformers.ModernBertForMaskedLM(cfg)
+    raise ValueError(f"unknown class {name!r}")
+
+
+def train_throughput(model, batch: int, seq: int, vocab: int, steps: int, bf16: bool) -> float:
+    """Tokens per second of fwd + bwd + AdamW on the masked diffusion loss (ratio t ~ U(0,1) per row)."""
+    g = torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randint(5, vocab, (batch, seq), generator=g)  # (B, L)
+    model.train()
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def step():
+        t = torch.rand(batch, 1, generator=g).clamp_min(1e-3)  # (B, 1)
+        masked = torch.rand(batch, seq, generator=g) < t  # (B, L)
+        inp = torch.where(masked, torch.full_like(x, 1), x)
+        with ctx:
+            logits = model(input_ids=inp).logits  # (B, L, V)
+        ce = F.cross_entropy(logits.float().transpose(1, 2), x, reduction="none")  # (B, L)
+        loss = (ce * masked / t).sum() / (batch * seq)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return batch * seq * steps / (time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def infer_throughput(model, batch: int, seq: int, vocab: int, steps: int, bf16: bool) -> float:
+    x = torch.randint(5, vocab, (batch, seq))
+    model.eval()
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with ctx:
+        for _ in range(2):
+            model(input_ids=x)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            model(input_ids=x)
+    return batch * seq * steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--classes", default="bert,distilbert,roberta,electra,roformer,modernbert")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--vocab", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=20)
+    args = ap.parse_args()
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}")
+    print(f"size {SIZE}, batch {args.batch}, seq {args.seq}, vocab {args.vocab}")
+    print(f"{'class':<12}{'params':>9}{'train fp32':>13}{'train bf16':>13}{'infer fp32':>13}{'infer bf16':>13}  (tokens/s)")
+    for name in args.classes.split(","):
+        torch.manual_seed(0)
+        try:
+            model = build(name, args.vocab, args.seq)
+        except Exception as e:  # a class this transformers version lacks or rejects
+            print(f"{name:<12} skipped: {type(e).__name__}: {e}")
+            continue
+        params = sum(p.numel() for p in model.parameters())
+        row = [train_throughput(model, args.batch, args.seq, args.vocab, args.steps, bf16)
+               for bf16 in (False, True)]
+        row += [infer_throughput(model, args.batch, args.seq, args.vocab, args.steps, bf16) for bf16 in (False, True)]
+        print(f"{name:<12}{params / 1e6:>8.2f}M" + "".join(f"{v:>13,.0f}" for v in row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""MBPP (sanitized): short Python function tasks checked by assert tests (Austin et al., 2021).
+
+    harness eval --task mbpp --model gold --data ../shared/data/mbpp_sanitized.json
+
+Data: rows `{task_id, prompt, code, test_imports, test_list}` (hub `google-research-datasets/mbpp`,
+config `sanitized`); the example id is `task_id`. The prompt shows the specification plus the first test,
+as is common practice, so that the model knows the function's name and signature.
+
+Code extraction: `tasks.extract.extract_code` (the first python/unlabelled markdown block, else the whole
+completion). The program runs in `harness.sandbox.run_tests` with the row's `test_imports` as trusted setup
+and each assert as one test.
+
+Reward: `tests` = fraction of the tests passed (0..1), `format` = 0.1 when the extracted code parses as
+Python (so a syntactically valid attempt beats garbage even when every test fails); total <= 1.1.
+`success` = every test passed; None when the sandbox itself failed (`status == "sandbox_error"`).
+Metrics: pass@k (unbiased estimator) over problems; see `code_metrics`.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from tasks.base import TASKS, Example, RewardOutput, Scored, Task
+from tasks.extract import extract_code
+
+FORMAT_REWARD = 0.1
+TIMEOUT_S = 10.0  # per program (all its tests); MBPP gold solutions take well under a second
+
+PROMPT_TEMPLATE = (
+    "{spec}\nYour code should pass this test:\n\n{test}\n\n"
+    "Write the complete Python function in a ```python code block."
+)
+
+
+def parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except (SyntaxError, ValueError):  # ValueError: source with null bytes
+        return False
+    return bool(code.strip())
+
+
+def run_code_tests(program: str, tests: list[str], setup: str = "", timeout: float = TIMEOUT_S) -> tuple[
+        bool | None, float, dict]:
+    """Run `program` against `tests` in the sandbox: (success or None, fraction passed, details).
+
+    An empty program is not run (every test fails). `details` records the runner's status and error for
+    `Scored.extra`.
+    """
+    if not program.strip():
+        return False, 0.0, {"status": "empty"}
+    from harness.sandbox import run_tests
+
+    res = run_tests(program, tests, setup=setup, timeout=timeout)
+    details = {"status": res.status, "error": res.error, "isolation": res.isolation}
+    if res.status == "sandbox_error":
+        return None, 0.0, details
+    n_passed = sum(bool(p) for p in res.passed)
+    fraction = n_passed / len(tests) if tests else 0.0
+    return (res.status == "ok" and n_passed == len(tests) and len(tests) > 0), fraction, details
+
+
+def code_reward(code: str, success: bool | None, fraction: float) -> RewardOutput:
+    terms = {"tests": fraction, "format": FORMAT_REWARD if parses(code) else 0.0}
+    return RewardOutput(total=sum(terms.values()), success=success, terms=terms)
+
+
+def code_metrics(scored: Sequence[Scored], ks: Sequence[int] = (1, 5, 10, 100)) -> tuple[dict, dict]:
+    """pass@k over problems with the unbiased estimator, k only where every problem has n >= k.
+
+    Unscorable samples (verdict None) are left out of n. The CI of pass@1 is Wilson's on the verdicts
+    when there is one sample per problem, else a normal interval over the per-problem pass@1 (c/n).
+    """
+    from tasks.metrics import accuracy_with_ci, mean_with_ci, pass_at_ks
+
+    by_id: dict[Any, list[bool]] = defaultdict(list)
+    for s in scored:
+        if s.verdict is not None:
+            by_id[s.id].append(bool(s.verdict))
+    counts = [(len(v), sum(v)) for v in by_id.values()]
+    if not counts:
+        return {"pass@1": float("nan")}, {"pass@1": [float("nan"), float("nan")]}
+    metrics = pass_at_ks(counts, ks)
+    if all(n == 1 for n, _ in counts):
+        _, ci = accuracy_with_ci([c == 1 for _, c in counts])
+    else:
+        _, ci = mean_with_ci([c / n for n, c in counts])
+    return metrics, {"pass@1": ci}
+
+
+@TASKS.register("mbpp")
+class MBPP(Task):
+    name = "mbpp"
+    kind = "code"
+    primary_metric = "pass@1"
+    hub_id = "google-research-datasets/mbpp:sanitized"
+    default_data_hint = "../shared/data/mbpp_sanitized.json"
+    gen_defaults = {"gen_length": 256, "block_length": 32, "steps": 128}
+    workers = 4  # programs scored in parallel by `score_many` (each runs in its own subprocess)
+
+    def to_example(self, record: dict, index: int) -> Example:
+        reference = {"tests": list(record["test_list"]), "setup": "\n".join(record.get("test_imports") or [])}
+        return Example(id=record["task_id"], prompt=record["prompt"], reference=reference,
+                       solution=f"```python\n{record['code'].strip()}\n```")
+
+    def format_prompt(self, example: Example) -> str:
+        return PROMPT_TEMPLATE.format(spec=example.prompt.strip(), test=example.reference["tests"][0])
+
+    def extract(self, completion: str) -> str:
+        return extract_code(completion)
+
+    def verify(self, completion: str, reference: Any) -> bool | None:
+        return self.reward(completion, reference).success
+
+    def reward(self, completion: str, reference: Any) -> RewardOutput:
+        code = extract_code(completion)
+        success, fraction, _ = run_code_tests(code, reference["tests"], setup=reference.get("setup", ""))
+        return code_reward(code, success, fraction)
+
+    def score(self, completion: str, example: Example) -> Scored:
+        code = extract_code(completion)
+        ref = example.reference
+        success, fraction, details = run_code_tests(code, ref["tests"], setup=ref.get("setup", ""))
+        r = code_reward(code, success, fraction)
+        return Scored(id=example.id, completion=completion, extracted=code, verdict=r.success, reward=r.total,
+                      terms=r.terms, extra=details)
+
+    def score_many(self, completions: Sequence[str], examples: Sequence[Example], workers: int = 0) -> list[Scored]:
+        return super().score_many(completions, examples, workers=workers or self.workers)
+
+    def metrics(self, scored: Sequence[Scored], examples: Sequence[Example]) -> tuple[dict, dict]:
+        return code_metrics(scored)

@@ -5,7 +5,7 @@ tiny vocabulary size), runs a few AdamW training steps of the masked diffusion l
 tokens and reports training throughput (tokens/s) in fp32 and under bf16 autocast, plus inference
 throughput (the decoder's forward passes).
 
-    python benchmarks/bench_model_classes.py [--batch 64] [--seq 64] [--steps 20] [--classes bert,roberta]
+    python benchmarks/bench_model_classes.py [--batch 64] [--seq 64] [--steps 10] [--rounds 3] [--classes bert,roberta]
 
 Numbers on a shared machine are contended: check `uptime` and repeat. This is a benchmark, not a test.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import time
 
 import torch
@@ -26,6 +27,7 @@ SIZE = dict(hidden=128, layers=4, heads=4, ffn=512)
 def build(name: str, vocab: int, seq: int) -> torch.nn.Module:
     h, n, a, f = SIZE["hidden"], SIZE["layers"], SIZE["heads"], SIZE["ffn"]
     common = dict(vocab_size=vocab, pad_token_id=0)
+    special = dict(bos_token_id=2, eos_token_id=2, cls_token_id=2, sep_token_id=2)
     if name == "bert":
         cfg = transformers.BertConfig(hidden_size=h, num_hidden_layers=n, num_attention_heads=a,
                                       intermediate_size=f, max_position_embeddings=seq, **common)
@@ -51,7 +53,7 @@ def build(name: str, vocab: int, seq: int) -> torch.nn.Module:
     if name == "modernbert":
         cfg = transformers.ModernBertConfig(hidden_size=h, num_hidden_layers=n, num_attention_heads=a,
                                             intermediate_size=f, max_position_embeddings=seq,
-                                            global_attn_every_n_layers=1, **common)
+                                            global_attn_every_n_layers=1, **special, **common)
         return transformers.ModernBertForMaskedLM(cfg)
     raise ValueError(f"unknown class {name!r}")
 
@@ -104,24 +106,32 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--vocab", type=int, default=512)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}")
     print(f"size {SIZE}, batch {args.batch}, seq {args.seq}, vocab {args.vocab}")
-    print(f"{'class':<12}{'params':>9}{'train fp32':>13}{'train bf16':>13}{'infer fp32':>13}{'infer bf16':>13}  (tokens/s)")
+    ap_rounds = args.rounds
+    print(f"{'class':<12}{'params':>9}{'train fp32':>13}{'train bf16':>13}{'infer fp32':>13}{'infer bf16':>13}"
+          f"  (tokens/s, median of {ap_rounds} interleaved rounds)")
+    models = {}
     for name in args.classes.split(","):
         torch.manual_seed(0)
         try:
-            model = build(name, args.vocab, args.seq)
+            models[name] = build(name, args.vocab, args.seq)
         except Exception as e:  # a class this transformers version lacks or rejects
             print(f"{name:<12} skipped: {type(e).__name__}: {e}")
-            continue
-        params = sum(p.numel() for p in model.parameters())
-        row = [train_throughput(model, args.batch, args.seq, args.vocab, args.steps, bf16)
-               for bf16 in (False, True)]
-        row += [infer_throughput(model, args.batch, args.seq, args.vocab, args.steps, bf16) for bf16 in (False, True)]
-        print(f"{name:<12}{params / 1e6:>8.2f}M" + "".join(f"{v:>13,.0f}" for v in row), flush=True)
-
+    # interleave the rounds so a burst of load from another process hits every class alike
+    runs: dict[str, list[list[float]]] = {name: [] for name in models}
+    for _ in range(ap_rounds):
+        for name, model in models.items():
+            row = [train_throughput(model, args.batch, args.seq, args.vocab, args.steps, bf16) for bf16 in (False, True)]
+            row += [infer_throughput(model, args.batch, args.seq, args.vocab, args.steps, bf16) for bf16 in (False, True)]
+            runs[name].append(row)
+    for name, rows in runs.items():
+        params = sum(p.numel() for p in models[name].parameters())
+        med = [statistics.median(col) for col in zip(*rows)]
+        print(f"{name:<12}{params / 1e6:>8.2f}M" + "".join(f"{v:>13,.0f}" for v in med), flush=True)
 
 if __name__ == "__main__":
     main()

@@ -1,34 +1,297 @@
-"""Model adapters (DESIGN.md section 3). INTERFACE STUB - being implemented."""
+"""Model adapters (DESIGN.md section 3): one narrow interface over every masked diffusion model.
+
+    load_model("tiny", task="arith")              # the embedded model, from $HARNESS_HOME/models/tiny-arith/
+    load_model("llada-8b-instruct", device="cuda")  # a preset = hf:GSAI-ML/LLaDA-8B-Instruct
+    load_model("hf:/path/to/folder")               # any local transformers folder (or a hub id)
+    load_model("gold")                            # the runner answers with each Example.solution
+
+A `DiffusionModel` wraps a transformers module and exposes `logits(ids, attention_mask) -> (B, L, V)`,
+the mask / pad / EOS ids, the tokenizer and, for multimodal models, the id range of the image codebook.
+Families differ in four small ways, all handled here and nowhere else:
+
+* LLaDA (model_type `llada`): mask id 126336 (its tokenizer does not name a mask token); a padding
+  mask is passed as a 2-D `attention_mask`, which its remote code turns into an attention bias.
+* Dream (model_type `Dream`): predicts token i at position i-1 (it was adapted from an autoregressive
+  model), so its logits are shifted back by one; padding goes in as a 4-D boolean mask plus position ids
+  counted from the first real token, as Dream's own `diffusion_generate` does.
+* MMaDA (model_type `mmada`): LLaDA's ids plus an image codebook of `config.codebook_size` (8192) ids
+  placed right after the text tokenizer's vocabulary (`len(tokenizer)`, MMaDA's reserved-token layout);
+  padding goes in as a 4-D `attention_bias`, as in MMaDA's own generators.
+* Everything else (the embedded `tiny` BERT, any `AutoModelForMaskedLM`): 2-D `attention_mask`, and
+  position ids counted from the first real token so that left padding does not move the prompt.
+
+Nothing is downloaded unless the user names a hub id; an unreachable hub id fails with a one-line
+`ModelError` that says to pass a local folder. LoRA (peft) and multi-GPU (accelerate) wrap `.module`
+from the outside; `logits` keeps working on the wrapped module.
+"""
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
+
 import torch
+
+from harness.config import harness_home
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be loaded; the one-line message says what to pass instead."""
+
+
+PRESETS: dict[str, str] = {
+    "llada-8b-instruct": "hf:GSAI-ML/LLaDA-8B-Instruct",
+    "llada-8b-base": "hf:GSAI-ML/LLaDA-8B-Base",
+    "dream-7b-instruct": "hf:Dream-org/Dream-v0-Instruct-7B",
+    "dream-7b-base": "hf:Dream-org/Dream-v0-Base-7B",
+    "mmada-8b": "hf:Gen-Verse/MMaDA-8B-Base",
+    "mmada-8b-mixcot": "hf:Gen-Verse/MMaDA-8B-MixCoT",
+}
+
+LLADA_MASK_ID = 126336  # LLaDA's (and MMaDA's) mask token; their tokenizers do not declare it
+MMADA_CODEBOOK_SIZE = 8192  # MAGVIT-v2 codebook of MMaDA, used when the config does not say
+# completions end at the first of these (instruct models end a turn with one and pad with another)
+_STOP_TOKENS = ("<|endoftext|>", "<|eot_id|>", "<|im_end|>", "[EOS]")
+
+
+def tiny_model_path(task: str) -> Path:
+    """Where the embedded model pretrained for `task` lives: `$HARNESS_HOME/models/tiny-<task>/`."""
+    return harness_home() / "models" / f"tiny-{task}"
+
+
+def is_pretrained(task: str) -> bool:
+    """True when a complete tiny model for `task` is cached (pretrain renames the folder into place last)."""
+    p = tiny_model_path(task)
+    return (p / "config.json").is_file() and (p / "tokenizer.json").is_file()
+
+
+def model_names() -> list[str]:
+    return ["gold", "tiny", "hf:<hub-id-or-local-folder>", *sorted(PRESETS)]
+
+
+class GoldModel:
+    """Marker: the runner answers every example with its reference solution (a verifier sanity check)."""
+
+    is_gold = True
+    name = "gold"
+    image_token_range = None
+
+    def __repr__(self) -> str:
+        return "GoldModel()"
 
 
 class DiffusionModel:
     """The one narrow interface every masked diffusion model is used through."""
 
-    module: torch.nn.Module
-    tokenizer: object
-    mask_id: int
-    pad_id: int
-    eos_id: int | None
-    image_token_range: tuple[int, int] | None  # [lo, hi) ids of the image codebook, multimodal only
-    device: torch.device
-    name: str
+    def __init__(self, module: torch.nn.Module, tokenizer, *, name: str, mask_id: int, pad_id: int,
+                 eos_id: int | None, family: str = "generic", image_token_range: tuple[int, int] | None = None,
+                 stop_ids: set[int] | None = None):
+        self.module = module
+        self.tokenizer = tokenizer
+        self.name = name
+        self.mask_id = int(mask_id)
+        self.pad_id = int(pad_id)
+        self.eos_id = None if eos_id is None else int(eos_id)
+        self.family = family  # generic | llada | dream | mmada: decides the forward's keyword arguments
+        self.image_token_range = image_token_range  # [lo, hi) ids of the image codebook, multimodal only
+        self.stop_ids = set(stop_ids or ()) | ({self.eos_id} if self.eos_id is not None else set())
+        self._takes_position_ids = "position_ids" in _forward_params(module)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L) ids -> (B, L, V) float logits at every position (Dream's shift already undone)."""
-        raise NotImplementedError
+        """(B, L) ids -> (B, L, V) logits at every position (Dream's shift already undone).
+
+        `attention_mask` (B, L): False/0 = padding, never attended. Without padding no mask is passed at
+        all, so every family runs its plain full-attention path.
+        """
+        kwargs = self._forward_kwargs(attention_mask)
+        out = self.module(input_ids=input_ids, **kwargs)
+        logits = out.logits if hasattr(out, "logits") else out[0]  # (B, L, V)
+        if self.family == "dream":
+            # Dream's output at position i predicts token i+1; shifting right by one puts the prediction
+            # for token i at position i. Position 0 (never masked: it is prompt) keeps its own row.
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        return logits
+
+    def _forward_kwargs(self, attention_mask: torch.Tensor | None) -> dict:
+        if attention_mask is None:
+            return {}
+        keep = attention_mask.to(device=self.device, dtype=torch.bool)  # (B, L)
+        if bool(keep.all()):
+            return {}
+        positions = (keep.long().cumsum(-1) - 1).clamp_min(0)  # (B, L): 0 at the first real token
+        pair = (keep[:, None, :, None] & keep[:, None, None, :])  # (B, 1, L, L)
+        if self.family == "dream":
+            return {"attention_mask": pair, "position_ids": positions}
+        if self.family == "mmada":
+            return {"attention_bias": pair}
+        if self.family == "llada":
+            return {"attention_mask": keep.long()}
+        kwargs = {"attention_mask": keep.long()}
+        if self._takes_position_ids:
+            kwargs["position_ids"] = positions
+        return kwargs
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded prompt ids (B, P) and attention mask (B, P) (chat template applied if the model has one)."""
-        raise NotImplementedError
+        """Left-padded prompt ids (B, P) and attention mask (B, P) bool.
+
+        Instruct models (a tokenizer with a chat template) get each prompt as one user turn followed by
+        the assistant header; others get the raw text with the tokenizer's own special tokens.
+        """
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            texts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                             tokenize=False) for p in prompts]
+            rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        else:
+            rows = [tok(p)["input_ids"] for p in prompts]
+        P = max((len(r) for r in rows), default=0)
+        ids = torch.full((len(rows), P), self.pad_id, dtype=torch.long)  # (B, P)
+        mask = torch.zeros((len(rows), P), dtype=torch.bool)  # (B, P)
+        for i, r in enumerate(rows):
+            if r:
+                ids[i, P - len(r):] = torch.tensor(r, dtype=torch.long)
+                mask[i, P - len(r):] = True
+        return ids.to(self.device), mask.to(self.device)
 
     def decode_completion(self, ids: torch.Tensor) -> str:
-        """(L,) completion ids -> text, cut at the first EOS, masks and pads dropped."""
-        raise NotImplementedError
+        """(L,) completion ids -> text, cut at the first stop token (EOS), masks and pads dropped."""
+        out = []
+        for t in ids.tolist():
+            if t in self.stop_ids:
+                break
+            if t not in (self.mask_id, self.pad_id):
+                out.append(t)
+        return self.tokenizer.decode(out, skip_special_tokens=True)
+
+    def __repr__(self) -> str:
+        return f"DiffusionModel({self.name!r}, family={self.family}, mask_id={self.mask_id})"
 
 
 def load_model(spec: str, task: str | None = None, device: str = "cpu", dtype: str = "auto"):
-    raise NotImplementedError
+    """`gold`, `tiny` (needs `task`), `hf:<hub-id-or-local-folder>` or a preset name -> a model."""
+    if spec == "gold":
+        return GoldModel()
+    if spec == "tiny":
+        if not task:
+            raise ModelError("the `tiny` model is pretrained per task: pass a task (harness eval --task arith)")
+        path = tiny_model_path(task)
+        if not is_pretrained(task):
+            raise ModelError(f"no tiny model cached for task {task!r} at {path}; "
+                             f"build it with `harness pretrain --task {task}`")
+        return load_hf(str(path), device=device, dtype=dtype, name=f"tiny-{task}")
+    if spec in PRESETS:
+        return load_hf(PRESETS[spec].removeprefix("hf:"), device=device, dtype=dtype, name=spec)
+    if spec.startswith("hf:"):
+        return load_hf(spec[3:], device=device, dtype=dtype, name=spec)
+    from harness.registry import UnknownNameError
+
+    raise UnknownNameError("model", spec, model_names())
+
+
+def load_hf(target: str, *, device: str = "cpu", dtype: str = "auto", name: str | None = None) -> DiffusionModel:
+    """Load a transformers masked diffusion model from a local folder or (only if not a folder) the hub."""
+    import transformers
+
+    folder = Path(target).expanduser()
+    local = folder.is_dir()
+    if not local and (target.startswith((".", "/", "~")) or target.count("/") > 1):
+        raise ModelError(f"model folder not found: {target} (pass --model hf:/path/to/folder, a folder "
+                         "holding config.json)")
+    if local and not (folder / "config.json").is_file():
+        raise ModelError(f"{folder} has no config.json: not a transformers model folder")
+    source = str(folder) if local else target
+    try:
+        config = transformers.AutoConfig.from_pretrained(source, trust_remote_code=True)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=True)
+    except (OSError, ValueError) as e:
+        if local:
+            raise ModelError(f"could not load {folder}: {_first_line(e)}") from None
+        raise ModelError(f"could not load {target!r} from the Hugging Face hub ({type(e).__name__}: "
+                         f"{_first_line(e)[:160]}); download it and pass a local folder: "
+                         "--model hf:/path/to/folder") from None
+
+    family = _family(config)
+    auto_map = getattr(config, "auto_map", None) or {}
+    if "AutoModelForMaskedLM" in auto_map or (not auto_map and type(config) in
+                                              transformers.MODEL_FOR_MASKED_LM_MAPPING):
+        cls = transformers.AutoModelForMaskedLM
+    else:
+        cls = transformers.AutoModel
+    torch_dtype = _resolve_dtype(dtype, device)
+    try:
+        module = cls.from_pretrained(source, trust_remote_code=True, dtype=torch_dtype)
+    except (OSError, ValueError) as e:
+        where = str(folder) if local else repr(target)
+        raise ModelError(f"could not load the weights of {where} with {cls.__name__}: {_first_line(e)[:200]}"
+                         + ("" if local else "; pass a local folder: --model hf:/path/to/folder")) from None
+    module.to(device)
+    module.eval()
+
+    mask_id = tokenizer.mask_token_id
+    if mask_id is None:
+        mask_id = getattr(config, "mask_token_id", None)
+    if mask_id is None and family in ("llada", "mmada"):
+        mask_id = LLADA_MASK_ID
+    if mask_id is None:
+        raise ModelError(f"{source}: no mask token (neither the tokenizer nor config.mask_token_id names one); "
+                         "is this a masked diffusion model?")
+    eos_id = tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = eos_id if eos_id is not None else mask_id
+    vocab = tokenizer.get_vocab()
+    stop_ids = {vocab[t] for t in _STOP_TOKENS if t in vocab}
+    image_range = _image_token_range(config, tokenizer, family)
+    return DiffusionModel(module, tokenizer, name=name or f"hf:{target}", mask_id=mask_id, pad_id=pad_id,
+                          eos_id=eos_id, family=family, image_token_range=image_range, stop_ids=stop_ids)
+
+
+def _family(config) -> str:
+    kind = str(getattr(config, "model_type", "")).lower()
+    for family in ("mmada", "dream", "llada"):
+        if family in kind:
+            return family
+    return "generic"
+
+
+def _image_token_range(config, tokenizer, family: str) -> tuple[int, int] | None:
+    """[lo, hi) ids of the image codebook: a config's explicit `image_token_range`, else MMaDA's layout
+    (codebook right after the text vocabulary), else None (a text-only model)."""
+    explicit = getattr(config, "image_token_range", None)
+    if explicit:
+        lo, hi = explicit
+        return int(lo), int(hi)
+    if family == "mmada":
+        lo = len(tokenizer)
+        return lo, lo + int(getattr(config, "codebook_size", MMADA_CODEBOOK_SIZE))
+    return None
+
+
+def _resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
+    """`auto`: bf16 on a GPU (how the 8B models are published and run), fp32 on CPU (CPU bf16 matmuls
+    are slow without AMX and the tiny model is small); else bf16 / fp16 / fp32 by name."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+             "half": torch.float16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
+    if dtype == "auto":
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if dtype not in names:
+        raise ModelError(f"unknown dtype {dtype!r}; choose auto, bf16, fp16 or fp32")
+    return names[dtype]
+
+
+def _forward_params(module: torch.nn.Module) -> set[str]:
+    try:
+        return set(inspect.signature(module.forward).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

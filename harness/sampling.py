@@ -1,21 +1,102 @@
-"""Decoders for masked diffusion models (DESIGN.md section 4). INTERFACE STUB - being implemented."""
+"""Decoders for masked diffusion models (DESIGN.md section 4).
+
+`generate(model, prompt_ids, attention_mask, cfg, seeds, token_range)` appends `cfg.gen_length` mask
+tokens to a left-padded prompt and unmasks them with one of three samplers (`cfg.sampler`):
+
+* `low_confidence` - LLaDA's semi-autoregressive decoder (Nie et al. 2025, appendix B.2): the
+  completion is cut into blocks of `block_length`, decoded left to right with `steps // num_blocks`
+  steps each; every step predicts all masked positions of the block and commits the k most confident
+  (or a random k with `remasking="random"`), k splitting the block as evenly as possible over its steps.
+* `emerge` - the MDLM reverse step with a cosine schedule (MaskGRPO's image sampler): at step s each
+  masked position independently stays masked with probability k(s+1)/k(s), k(s) = cos(pi/2 * s/T).
+* `maskgit` - MaskGIT (Chang et al. 2022): sample every masked position, keep the most confident
+  (log-probability plus Gumbel noise annealed to zero) so that floor(L * cos(pi/2 * (s+1)/T)) stay masked.
+
+Every decoder records the 0-based step at which each completion token was committed (`commit_step`,
+TraceRL replays it) and counts model calls (`nfe`: one per forward over the batch, two with CFG). NFE
+is fixed by the config: there is no early exit.
+
+Randomness: one `torch.Generator` per row, seeded from `seeds`. A row draws only from its own generator,
+and how much it draws depends only on its own state, so a row decodes the same in any batch (given a
+model whose logits for a row do not depend on the other rows).
+
+Deliberate departures from the reference implementations:
+* The mask id is never sampled (its logit is -inf); with `token_range=(lo, hi)` only ids in [lo, hi)
+  are. Confidences are probabilities under that restricted distribution (LLaDA's softmax spans the
+  whole vocabulary, mask id included).
+* Confidence is ranked as a log-probability (same order as LLaDA's probability, no underflow).
+* Gumbel noise is drawn only at the positions being sampled (LLaDA draws it over the whole sequence):
+  same distribution, less work. It is float64, as in LLaDA, whose authors found lower precision
+  hurts sampling quality.
+* MaskGIT's confidence is `log p + temperature * (1 - s/T) * Gumbel`; one temperature serves both the
+  token sampling and the confidence noise.
+* CFG runs one forward over the concatenated [cond; uncond] batch (LLaDA does the same), counted as 2 NFE.
+  The unconditional input replaces every prompt position by the mask id.
+* `emerge` calls the model on every step, even when no position of the batch is revealed, so its NFE
+  is exactly `steps` (x2 with CFG).
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
+SAMPLERS = ("low_confidence", "emerge", "maskgit")
+REMASKING = ("low_confidence", "random")
+
 
 @dataclass
 class DecodeConfig:
-    sampler: str = "low_confidence"  # low_confidence | emerge | maskgit
-    gen_length: int = 256
-    block_length: int = 32
-    steps: int = 128
-    temperature: float = 0.0
-    remasking: str = "low_confidence"  # low_confidence | random (low_confidence sampler only)
-    cfg_scale: float = 0.0
+    sampler: str = "low_confidence"  # low_confidence | emerge | maskgit (see the module docstring)
+    gen_length: int = 256  # L, completion tokens; 256 is the setting of the MaskGRPO/d1 text results
+    block_length: int = 32  # low_confidence only: semi-AR block; must divide gen_length (LLaDA uses 32)
+    steps: int = 128  # T, denoising steps = model calls (x2 with CFG); L/2 is LLaDA's usual setting
+    temperature: float = 0.0  # 0 = argmax (deterministic); >0 = Gumbel-max sampling at this temperature
+    remasking: str = "low_confidence"  # low_confidence | random: which k to commit (low_confidence only)
+    cfg_scale: float = 0.0  # classifier-free guidance weight w; 0 = off (no unconditional pass)
+
+    def __post_init__(self):
+        self.check()
+
+    @property
+    def num_blocks(self) -> int:
+        return self.gen_length // self.block_length
+
+    def check(self) -> None:
+        """Raise ValueError naming the offending values and which values would work."""
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.remasking not in REMASKING:
+            raise ValueError(f"unknown remasking {self.remasking!r}; choose one of {', '.join(REMASKING)}")
+        for name in ("gen_length", "block_length", "steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
+        if self.temperature < 0:
+            raise ValueError(f"temperature={self.temperature} must be >= 0 (0 = greedy argmax)")
+        if self.cfg_scale < 0:
+            raise ValueError(f"cfg_scale={self.cfg_scale} must be >= 0 (0 = no guidance)")
+        L, T = self.gen_length, self.steps
+        if self.sampler == "maskgit" and T > L:
+            raise ValueError(f"maskgit reveals at least one token per step, so steps={T} must be "
+                             f"<= gen_length={L}")
+        if self.sampler != "low_confidence":
+            return
+        if L % self.block_length:
+            divisors = [d for d in range(1, L + 1) if L % d == 0]
+            near = sorted(sorted(divisors, key=lambda d: abs(d - self.block_length))[:6])
+            raise ValueError(f"gen_length={L} is not a multiple of block_length={self.block_length}; "
+                             f"valid block lengths nearby: {near}")
+        nb = self.num_blocks
+        if T > L:
+            raise ValueError(f"steps={T} > gen_length={L} would leave steps that commit nothing; "
+                             f"use steps <= {L} (a multiple of num_blocks={nb})")
+        if T % nb:
+            valid = [m for m in range(nb, L + 1, nb)]
+            near = sorted(sorted(valid, key=lambda m: abs(m - T))[:4])
+            raise ValueError(f"steps={T} is not a multiple of num_blocks={nb} (gen_length={L} / "
+                             f"block_length={self.block_length}); valid steps nearby: {near}")
 
 
 @dataclass
@@ -31,4 +112,225 @@ class GenerationOutput:
 
 
 def generate(model, prompt_ids, attention_mask, cfg: DecodeConfig, seeds=None, token_range=None) -> GenerationOutput:
-    raise NotImplementedError
+    """Decode `cfg.gen_length` tokens after each (left-padded) prompt; see the module docstring.
+
+    prompt_ids (B, P) long; attention_mask (B, P) bool/int or None (False/0 = padding, never attended);
+    seeds: one int per row (default: the row index); token_range: (lo, hi) to sample ids in [lo, hi) only.
+    """
+    cfg.check()
+    B, P = prompt_ids.shape
+    seeds = list(range(B)) if seeds is None else [int(s) for s in seeds]
+    if len(seeds) != B:
+        raise ValueError(f"got {len(seeds)} seeds for a batch of {B} prompts; pass one seed per row")
+    device = getattr(model, "device", None) or prompt_ids.device
+    mask_id = int(model.mask_id)
+    vocab = _Vocab.build(token_range, mask_id)
+    L = cfg.gen_length
+    if attention_mask is None:
+        attention_mask = torch.ones(B, P, dtype=torch.bool)
+    attn = torch.cat([attention_mask.to(device=device, dtype=torch.bool),
+                      torch.ones(B, L, dtype=torch.bool, device=device)], dim=1)  # (B, P+L)
+    x = torch.cat([prompt_ids.to(device=device, dtype=torch.long),
+                   torch.full((B, L), mask_id, dtype=torch.long, device=device)], dim=1)  # (B, P+L)
+    gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+    decoder = _DECODERS[cfg.sampler]
+    # no_grad, not inference_mode: inference tensors cannot be saved for backward, and trainers feed
+    # these sequences straight into training forwards.
+    with torch.no_grad():
+        commit_step, nfe = decoder(_Run(model, x, attn, P, cfg, gens, vocab, mask_id))
+    return GenerationOutput(sequences=x, prompt_length=P, commit_step=commit_step, nfe=nfe)
+
+
+# ----------------------------------------------------------------------------------------------------
+# shared pieces
+
+
+@dataclass
+class _Vocab:
+    lo: int  # first allowed id
+    hi: int | None  # one past the last allowed id (None = end of vocabulary)
+    banned: int | None  # mask id relative to lo, if it falls inside [lo, hi)
+
+    @staticmethod
+    def build(token_range, mask_id: int) -> _Vocab:
+        if token_range is None:
+            return _Vocab(0, None, mask_id)
+        lo, hi = (int(v) for v in token_range)
+        if not 0 <= lo < hi:
+            raise ValueError(f"token_range={token_range} must be (lo, hi) with 0 <= lo < hi")
+        return _Vocab(lo, hi, mask_id - lo if lo <= mask_id < hi else None)
+
+
+@dataclass
+class _Run:
+    """Everything one decoding run shares; `x` is updated in place."""
+
+    model: object
+    x: torch.Tensor  # (B, P+L) long, prompt then completion (mask id where not yet committed)
+    attn: torch.Tensor  # (B, P+L) bool, False on prompt padding
+    P: int
+    cfg: DecodeConfig
+    gens: list  # B torch.Generators
+    vocab: _Vocab
+    mask_id: int
+    nfe: int = 0
+
+    def forward(self) -> torch.Tensor:
+        """Logits of the completion part: (B, L, V), or (2B, L, V) = [cond; uncond] with CFG."""
+        x, attn = self.x, self.attn
+        if self.cfg.cfg_scale > 0:
+            uncond = x.clone()  # (B, P+L)
+            uncond[:, :self.P] = self.mask_id
+            x, attn = torch.cat([x, uncond]), torch.cat([attn, attn])  # (2B, P+L)
+        self.nfe += 2 if self.cfg.cfg_scale > 0 else 1
+        return self.model.logits(x, attn)[:, self.P:]
+
+    def sample(self, raw: torch.Tensor, sel: torch.Tensor, with_logp: bool = True):
+        """Sample a token at each selected position.
+
+        raw (B or 2B, N, V) logits from `forward` (possibly a window of it); sel (B, N) bool.
+        Returns ids (M,) and their log-probabilities (M,) (None unless with_logp), M = sel.sum(),
+        in row-major order of the selected positions.
+        """
+        B, v = sel.shape[0], self.vocab
+        raw = raw[..., v.lo:v.hi]  # (B or 2B, N, V')
+        logits = raw[:B][sel].float()  # (M, V') - advanced indexing copies, so editing it below is safe
+        w = self.cfg.cfg_scale
+        if w > 0:
+            # (1+w)*cond - w*uncond, which is LLaDA's uncond + (w+1)*(cond - uncond) rearranged
+            logits = (1 + w) * logits - w * raw[B:][sel].float()  # (M, V')
+        if v.banned is not None:
+            logits[:, v.banned] = -math.inf
+        counts = sel.sum(1).tolist()
+        ids = _gumbel_argmax(logits, self.cfg.temperature, counts, self.gens)  # (M,)
+        logp = None
+        if with_logp:
+            logp = logits.gather(1, ids[:, None]).squeeze(1) - logits.logsumexp(-1)  # (M,)
+        return ids + v.lo, logp
+
+    def uniform(self, counts: list[int]) -> torch.Tensor:
+        """(sum(counts),) float64 uniforms in [0, 1), counts[b] of them from row b's generator."""
+        parts = [torch.rand(n, generator=g, dtype=torch.float64, device=self.x.device)
+                 for n, g in zip(counts, self.gens)]
+        return torch.cat(parts)
+
+    def commit_top(self, window: slice, masked, ids, conf, k: int, commit_step, step: int) -> None:
+        """Commit, in each row, the k masked positions of `window` with the highest confidence.
+
+        masked (B, N) bool; ids (M,), conf (M,) at the masked positions (row-major); commit_step (B, L).
+        """
+        B, N = masked.shape
+        full_conf = torch.full((B, N), -math.inf, dtype=torch.float64, device=masked.device)  # (B, N)
+        full_conf[masked] = conf.double()
+        pick = full_conf.topk(k, dim=1).indices  # (B, k)
+        commit = torch.zeros_like(masked).scatter_(1, pick, True)  # (B, N) bool
+        cand = torch.full((B, N), self.mask_id, dtype=torch.long, device=masked.device)  # (B, N)
+        cand[masked] = ids
+        comp = self.x[:, self.P:]  # (B, L) view: writing it writes x
+        comp[:, window][commit] = cand[commit]
+        commit_step[:, window][commit] = step
+
+
+def _gumbel_argmax(logits: torch.Tensor, temperature: float, counts: list[int], gens: list) -> torch.Tensor:
+    """One id per row of logits (M, V'): argmax of logits/T + Gumbel noise (float64), argmax if T == 0.
+
+    The rows come from the batch rows in runs of counts[b]; run b draws its noise from gens[b].
+    """
+    if temperature == 0:
+        return logits.argmax(-1)  # (M,)
+    ids = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)  # (M,)
+    start = 0
+    for n, g in zip(counts, gens):
+        if n:  # one row at a time keeps the float64 buffer at (n, V')
+            scaled = logits[start:start + n].double() / temperature  # (n, V')
+            u = torch.rand(scaled.shape, generator=g, dtype=torch.float64, device=logits.device)
+            ids[start:start + n] = (scaled - torch.log(-torch.log(u))).argmax(-1)  # Gumbel = -log(-log u)
+        start += n
+    return ids
+
+
+def low_confidence_schedule(n: int, steps: int) -> list[int]:
+    """Tokens committed at each of `steps` steps to unmask n: as even as possible, remainder first (LLaDA).
+
+    e.g. n=8, steps=3 -> [3, 3, 2].
+    """
+    base, rem = divmod(n, steps)
+    return [base + 1] * rem + [base] * (steps - rem)
+
+
+def maskgit_schedule(n: int, steps: int) -> list[int]:
+    """Positions still masked after each step: floor(n cos(pi/2 (s+1)/T)), at least one reveal per step.
+
+    e.g. n=16, steps=4 -> [14, 11, 6, 0].
+    """
+    left, prev = [], n
+    for s in range(steps):
+        m = 0 if s == steps - 1 else min(math.floor(n * math.cos(math.pi / 2 * (s + 1) / steps)), prev - 1)
+        left.append(m)
+        prev = m
+    return left
+
+
+# ----------------------------------------------------------------------------------------------------
+# the decoders: each takes a _Run, fills run.x in place, returns (commit_step (B, L), nfe)
+
+
+def _low_confidence(run: _Run):
+    cfg, B = run.cfg, run.x.shape[0]
+    Lb = cfg.block_length
+    ks = low_confidence_schedule(Lb, cfg.steps // cfg.num_blocks)  # every row's block starts fully masked
+    commit_step = torch.full((B, cfg.gen_length), -1, dtype=torch.long, device=run.x.device)  # (B, L)
+    step = 0
+    for b in range(cfg.num_blocks):
+        window = slice(b * Lb, (b + 1) * Lb)
+        for k in ks:
+            masked = run.x[:, run.P:][:, window] == run.mask_id  # (B, Lb)
+            raw = run.forward()[:, window]  # (B or 2B, Lb, V)
+            random = cfg.remasking == "random"
+            ids, logp = run.sample(raw, masked, with_logp=not random)  # (M,), (M,)
+            conf = run.uniform(masked.sum(1).tolist()) if random else logp  # (M,)
+            run.commit_top(window, masked, ids, conf, k, commit_step, step)
+            step += 1
+    return commit_step, run.nfe
+
+
+def _emerge(run: _Run):
+    cfg, B = run.cfg, run.x.shape[0]
+    T = cfg.steps
+    alpha = [math.cos(math.pi / 2 * s / T) for s in range(T + 1)]  # fraction still masked before step s
+    commit_step = torch.full((B, cfg.gen_length), -1, dtype=torch.long, device=run.x.device)  # (B, L)
+    comp = run.x[:, run.P:]  # (B, L) view
+    for s in range(T):
+        masked = comp == run.mask_id  # (B, L)
+        if s == T - 1:
+            reveal = masked  # the last step fills all
+        else:
+            stay = alpha[s + 1] / alpha[s]
+            reveal = torch.zeros_like(masked)  # (B, L)
+            reveal[masked] = run.uniform(masked.sum(1).tolist()) >= stay
+        raw = run.forward()  # (B or 2B, L, V)
+        ids, _ = run.sample(raw, reveal, with_logp=False)  # (M,)
+        comp[reveal] = ids
+        commit_step[reveal] = s
+    return commit_step, run.nfe
+
+
+def _maskgit(run: _Run):
+    cfg, B = run.cfg, run.x.shape[0]
+    T, L = cfg.steps, cfg.gen_length
+    commit_step = torch.full((B, L), -1, dtype=torch.long, device=run.x.device)  # (B, L)
+    before = L
+    for s, after in enumerate(maskgit_schedule(L, T)):
+        masked = run.x[:, run.P:] == run.mask_id  # (B, L)
+        raw = run.forward()  # (B or 2B, L, V)
+        ids, logp = run.sample(raw, masked)  # (M,), (M,)
+        conf = logp.double()  # (M,)
+        noise_scale = cfg.temperature * (1 - s / T)  # annealed to 0 over the run (MaskGIT)
+        if noise_scale > 0:
+            conf = conf - noise_scale * torch.log(-torch.log(run.uniform(masked.sum(1).tolist())))
+        run.commit_top(slice(None), masked, ids, conf, before - after, commit_step, s)
+        before = after
+    return commit_step, run.nfe
+
+
+_DECODERS = {"low_confidence": _low_confidence, "emerge": _emerge, "maskgit": _maskgit}

@@ -19,6 +19,7 @@ Metrics: pass@k (unbiased estimator) over problems; see `code_metrics`.
 from __future__ import annotations
 
 import ast
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -36,8 +37,12 @@ PROMPT_TEMPLATE = (
 
 
 def parses(code: str) -> bool:
+    """True when `code` is non-empty, syntactically valid Python (compile warnings such as invalid
+    escape sequences are silenced: the program is only parsed here, never run)."""
     try:
-        ast.parse(code)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ast.parse(code)
     except (SyntaxError, ValueError):  # ValueError: source with null bytes
         return False
     return bool(code.strip())

@@ -26,11 +26,16 @@ def accuracy_with_ci(verdicts: Sequence[bool | None]) -> tuple[float, list[float
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> list[float]:
+    if n == 0:
+        return [float("nan"), float("nan")]
     p = successes / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+    # exact ends at 0% and 100% (floating-point rounding would otherwise give 0.9999999999999999)
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return [lo, hi]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -242,9 +242,12 @@ def _gumbel_argmax(logits: torch.Tensor, temperature: float, counts: list[int], 
     start = 0
     for n, g in zip(counts, gens):
         if n:  # one row at a time keeps the float64 buffer at (n, V')
-            scaled = logits[start:start + n].double() / temperature  # (n, V')
-            u = torch.rand(scaled.shape, generator=g, dtype=torch.float64, device=logits.device)
-            ids[start:start + n] = (scaled - torch.log(-torch.log(u))).argmax(-1)  # Gumbel = -log(-log u)
+            scaled = logits[start:start + n].to(torch.float64, copy=True)  # (n, V')
+            if temperature != 1:
+                scaled /= temperature
+            u = torch.rand(scaled.shape, generator=g, dtype=torch.float64, device=logits.device)  # (n, V')
+            scaled -= u.log_().neg_().log_()  # + Gumbel noise -log(-log u), in place: this is the hot loop
+            ids[start:start + n] = scaled.argmax(-1)
         start += n
     return ids
 

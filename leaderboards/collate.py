@@ -8,6 +8,8 @@ Rows. One per (task, model, method). RL rows come from `kind == "run"` summaries
 summaries (and runs whose method is null or "none") become base-only rows (`method` = "none") whose
 base score is the mean of `metrics[primary_metric]`. Other kinds (e.g. "score") are listed as ignored.
 Every number is a mean over the seeds of the row; the gain is the summary's `gain` (primary metric).
+Eval NFE is the summary's `eval_nfe` where present (a run's `nfe` counts base + final + training), else
+its `nfe`; train NFE and the rollout budget come from `train`; wall time is the whole run's.
 
 Gain CI. With n >= 2 seeds: mean of the per-seed gains ± t(0.975, n-1) · sd(ddof=1) / sqrt(n), i.e. the
 spread between seeds (`ci_kind` = "seeds_t"). With one seed there is no spread to measure, so the row
@@ -74,18 +76,21 @@ class Problem:
 
 @dataclass
 class Report:
+    """What a build did; `as_dict` is what `build_leaderboards` returns."""
+
     written: list[Path] = field(default_factory=list)
     skipped: list[Problem] = field(default_factory=list)  # files not used at all
     warnings: list[Problem] = field(default_factory=list)  # files used in part (e.g. unreadable curve)
     ignored: list[Problem] = field(default_factory=list)  # valid results that are not leaderboard rows
     tasks: list[str] = field(default_factory=list)
 
-    def lines(self) -> list[str]:
-        """Human-readable lines for the CLI to print."""
-        out = [f"skipped {p.path}: {p.reason}" for p in self.skipped]
-        out += [f"warning {p.path}: {p.reason}" for p in self.warnings]
-        out += [f"wrote {p}" for p in self.written]
-        return out
+    def as_dict(self, results_dir: Path) -> dict[str, list[str]]:
+        """JSON-ready; each problem is "RESULTS/<run>/<file>: reason" with the results folder as given."""
+        def named(problems: list[Problem]) -> list[str]:
+            return [f"{results_dir / p.path}: {p.reason}" for p in problems]
+
+        return {"tasks": list(self.tasks), "written": [str(p) for p in self.written],
+                "skipped": named(self.skipped), "warnings": named(self.warnings), "ignored": named(self.ignored)}
 
 
 class _Skip(Exception):
@@ -141,7 +146,8 @@ def _record(s: dict, run: str) -> dict | None:
     decode = s.get("decode") if isinstance(s.get("decode"), dict) else {}
     rec = {"task": _text(s, "task"), "model": _text(s, "model"), "metric": pm, "run": run,
            "base_only": base_only, "n_problems": s.get("n"), "gen_length": decode.get("gen_length"),
-           "eval_nfe": _num(s, "nfe"), "wall_time_s": _num(s, "wall_time_s")}
+           "eval_nfe": _num(s, "eval_nfe") if "eval_nfe" in s else _num(s, "nfe"),
+           "wall_time_s": _num(s, "wall_time_s")}
     if base_only:
         seed = s.get("seed")
         return rec | {"method": BASE_ONLY, "seed": seed if isinstance(seed, int) else None,
@@ -382,8 +388,12 @@ def plot_task(task: str, runs: pd.DataFrame, curves: dict[str, pd.DataFrame], re
 
 # ---- entry point -----------------------------------------------------------------------------------------
 def build_leaderboards(results_dir: str | os.PathLike = "results",
-                       out_dir: str | os.PathLike = "leaderboards") -> Report:
-    """Rebuild every leaderboard in `out_dir` from the result files under `results_dir`; return the report."""
+                       out_dir: str | os.PathLike = "leaderboards") -> dict[str, list[str]]:
+    """Rebuild every leaderboard in `out_dir` from the result files under `results_dir`.
+
+    Returns {"tasks", "written", "skipped", "warnings", "ignored"}: lists of strings, each problem naming
+    its file and the reason. Prints nothing. Raises FileNotFoundError when `results_dir` does not exist.
+    """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     if not results_dir.is_dir():
         raise FileNotFoundError(f"results folder {results_dir} does not exist; pass --results DIR")
@@ -408,7 +418,7 @@ def build_leaderboards(results_dir: str | os.PathLike = "results",
     _write(out_dir / "published.md", published.render_markdown(), report)
     _write(out_dir / "published.csv", published.render_csv(), report)
     _write(out_dir / "README.md", render_readme(index, report), report)
-    return report
+    return report.as_dict(results_dir)
 
 
 def _write(path: Path, text: str, report: Report) -> None:

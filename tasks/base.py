@@ -170,6 +170,12 @@ def load_records(data: str | None, default_hub: str | None, split: str, hint: st
     if not hub:
         raise DataError(f"task {task!r} needs --data FILE (jsonl or json){_hint(hint)}")
     name, _, config = hub.partition(":")
+    from harness.config import hub_offline_reason
+
+    reason = hub_offline_reason()
+    if reason:
+        raise DataError(f"cannot load {hub!r}: the Hugging Face hub is not reachable ({reason}); "
+                        f"pass a local file with --data FILE{_hint(hint)}")
     try:
         import datasets
 

@@ -5,6 +5,7 @@ Fixture runs (model "tiny"; every number below is in the fixture files):
         train NFE 1000 1000 1000, eval NFE 256, wall 10 11 12 s, curves with eval_accuracy at steps 0 and 2
   gsm8k maskgrpo   seeds 0,1,2: base .48 .50 .52, final .68 .70 .75, gain .20 .20 .23, rollout budget 600,
         train NFE 1000 1000 1300, eval NFE 256, wall 10 12 14 s
+  (runs carry `nfe` = base + final + train NFE, as `harness run` writes it, and `eval_nfe` = 256)
   gsm8k eval (kind "eval") seeds 0,1: accuracy .49 .51, eval NFE 256, wall 2 3 s
   gsm8k kind "score": ignored
   mbpp maskgrpo seed 0 (pass@1): base .30, final .40, gain .10, gain_ci95 [.02, .18], budget 120,
@@ -35,6 +36,15 @@ def built(tmp_path_factory):
     return out, build_leaderboards(RESULTS, out)
 
 
+def problems(lines: list[str], results: Path = RESULTS) -> dict[str, str]:
+    """{"<run>/<file>": reason} from the report's "RESULTS/<run>/<file>: reason" lines."""
+    out = {}
+    for line in lines:
+        path, _, reason = line.partition(": ")
+        out[Path(path).relative_to(results).as_posix()] = reason
+    return out
+
+
 def rows(path: Path) -> dict[str, dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as f:
         return {r["method"]: r for r in csv.DictReader(f)}
@@ -42,17 +52,18 @@ def rows(path: Path) -> dict[str, dict[str, str]]:
 
 def test_bad_result_files_are_skipped_by_name_and_the_rest_builds(built):
     out, report = built
-    reasons = {p.path: p.reason for p in report.skipped}
+    reasons = problems(report["skipped"])
     assert sorted(reasons) == ["bad-corrupt/summary.json", "bad-missing-gain/summary.json",
                                "bad-schema/summary.json"]
     assert "corrupt JSON" in reasons["bad-corrupt/summary.json"]
     assert "schema_version 2" in reasons["bad-schema/summary.json"]
     assert reasons["bad-missing-gain/summary.json"] == "missing field gain"
-    assert [p.path for p in report.ignored] == ["gsm8k-tiny-score/summary.json"]
-    assert [p.path for p in report.warnings] == ["mbpp-tiny-maskgrpo-s0/curve.csv"]
-    assert report.tasks == ["gsm8k", "mbpp"]
+    assert list(problems(report["ignored"])) == ["gsm8k-tiny-score/summary.json"]
+    assert list(problems(report["warnings"])) == ["mbpp-tiny-maskgrpo-s0/curve.csv"]
+    assert report["tasks"] == ["gsm8k", "mbpp"]
     for name in ("gsm8k.csv", "gsm8k.md", "gsm8k.png", "mbpp.csv", "mbpp.md", "published.md", "README.md"):
-        assert (out / name) in report.written and (out / name).exists()
+        assert str(out / name) in report["written"] and (out / name).exists()
+    json.dumps(report)  # the CLI prints it as JSON
     assert not (out / "mbpp.png").exists()  # its only run has no curve
 
 
@@ -67,7 +78,7 @@ def test_gsm8k_rows_match_hand_computed_means_cis_gains_and_ratios(built):
     assert (dg["base_score"], dg["final_score"], dg["gain"]) == ("0.5000", "0.6000", "0.1000")
     assert (dg["gain_ci_lo"], dg["gain_ci_hi"], dg["ci_kind"]) == ("-0.0242", "0.2242", "seeds_t")
     assert dg["gain_vs_diffu_grpo"] == "1.0000"
-    # budget 600; train NFE 1000; eval NFE 256; wall (10 + 11 + 12) / 3 = 11.0
+    # budget 600; train NFE 1000; eval NFE 256 (eval_nfe, not the total nfe 1512); wall (10 + 11 + 12) / 3 = 11.0
     assert (dg["rollout_budget"], dg["train_nfe"], dg["eval_nfe"], dg["wall_time_s"]) == ("600", "1000", "256",
                                                                                           "11.0")
     assert (dg["n_seeds"], dg["seeds"], dg["n_problems"], dg["gen_length"]) == ("3", "0;1;2", "50", "64")
@@ -120,7 +131,7 @@ def test_markdown_shows_the_same_numbers_and_links_the_plot(built):
 def test_regenerating_gives_byte_identical_files(built, tmp_path):
     out, _ = built
     again = build_leaderboards(RESULTS, tmp_path)
-    names = sorted(p.name for p in again.written)
+    names = sorted(Path(p).name for p in again["written"])
     assert names == sorted(p.name for p in out.iterdir())
     for name in names:
         assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
@@ -193,8 +204,8 @@ def test_second_run_of_the_same_seed_is_skipped_by_name(tmp_path):
     results = _copy_results(tmp_path)
     shutil.copytree(results / "gsm8k-tiny-maskgrpo-s0", results / "zz-rerun")
     report = build_leaderboards(results, tmp_path / "out")
-    dup = [p for p in report.skipped if p.path == "zz-rerun/summary.json"]
-    assert dup and "gsm8k-tiny-maskgrpo-s0/summary.json" in dup[0].reason
+    reason = problems(report["skipped"], results)["zz-rerun/summary.json"]
+    assert reason == "same task, model, method and seed as gsm8k-tiny-maskgrpo-s0/summary.json"
     assert rows(tmp_path / "out" / "gsm8k.csv")["maskgrpo"]["gain"] == "0.2100"  # unchanged
 
 
@@ -219,9 +230,9 @@ def test_a_field_that_is_not_a_number_is_reported(tmp_path):
     summary["final"]["pass@1"] = None  # NaN is written as null
     path.write_text(json.dumps(summary))
     report = build_leaderboards(results, tmp_path / "out")
-    assert any(p.path == "mbpp-tiny-maskgrpo-s0/summary.json" and "final.pass@1" in p.reason
-               for p in report.skipped)
-    assert report.tasks == ["gsm8k"]
+    reason = problems(report["skipped"], results)["mbpp-tiny-maskgrpo-s0/summary.json"]
+    assert reason == "field final.pass@1 is None, expected a finite number"
+    assert report["tasks"] == ["gsm8k"]
 
 
 def test_missing_results_folder_is_an_error(tmp_path):

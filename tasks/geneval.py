@@ -1,0 +1,425 @@
+"""GenEval (Ghosh et al., 2023): its scoring rules as a library, pluggable detectors, and the `geneval` task.
+
+    harness score --task geneval --data ../shared/data/geneval_metadata.jsonl --predictions OUTDIR
+
+`OUTDIR` is GenEval's own output layout: `OUTDIR/<00000>/metadata.jsonl` (the prompt's metadata, one JSON
+object) and `OUTDIR/<00000>/samples/<0000>.png`; the folder number is the 0-based row of the metadata file,
+which is also the example id here.
+
+The rules, restated from GenEval's `evaluation/evaluate_images.py` and `summary_scores.py`:
+  * Detections of each class are sorted by confidence and kept when the score is > 0.3, or > 0.9 for every
+    class when the prompt's tag is `counting`; at most 16 per class.
+  * Each `include` clause takes the `count` most confident detections of its class and fails when there
+    are fewer than `count` of them: "at least", not "exactly". Counting prompts are exact only because their
+    metadata adds an `exclude` clause with `count + 1`.
+  * `color`: those top `count` instances must all be classified as that colour (one of ten names).
+  * `position: [relation, j]`: every top instance must stand in `relation` to every instance matched by
+    include clause j; the check fails when clause j itself failed. Relations come from box centres with a
+    margin of 0.1 x (sum of the two boxes' extents) per axis, and a direction counts when it holds more
+    than half of the centre offset's length (`relative_position`). Note: the margin is relative to the
+    objects' sizes, not to the image size.
+  * An `exclude` clause fails when `count` or more detections of its class pass the threshold.
+  * An image is correct when every clause holds. Per-tag score = mean over images of that tag; overall =
+    unweighted mean over the tags present (six in GenEval).
+
+Detectors plug in behind `Detector.detect(image) -> list[Detection]`. A detector may leave `color` as
+None and offer `colors(image, detections, classname) -> list[str]`, which the rules call only for the
+instances a colour clause inspects, as GenEval does. Two detectors exist: the exact one of the embedded
+shapes world (tasks/shapes.py) and `Mask2FormerDetector`, GenEval's detector family (Mask2Former, COCO
+instance segmentation) through transformers, with colour by zero-shot CLIP through open_clip.
+
+Deliberate departures: GenEval's optional NMS is off in its defaults (max_overlap = 1.0) and is not
+implemented; detections with an empty mask are dropped (GenEval would keep them with an empty box).
+Per-tag CIs are Wilson intervals that treat several samples of one prompt as independent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from tasks.base import TASKS, DataError, Example, RewardOutput, Scored, Task
+
+TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")
+RELATIONS = ("left of", "right of", "above", "below")
+THRESHOLD = 0.3  # detection confidence for every tag but counting
+COUNTING_THRESHOLD = 0.9  # GenEval is stricter when the number of objects is what is asked
+MAX_OBJECTS = 16  # per class
+POSITION_MARGIN = 0.1  # fraction of the two boxes' summed extent that an offset must exceed
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+class MissingWeightsError(DataError):
+    """Model weights that are not there; one line naming the flag to pass. A DataError so that the CLI
+    reports it like a missing data file (one line, exit code 2)."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    label: str  # class name, GenEval's vocabulary (or the shapes world's)
+    score: float  # confidence in [0, 1]
+    box: tuple[float, float, float, float]  # (x0, y0, x1, y1), x1/y1 exclusive; pixels or grid cells
+    color: str | None = None  # None: not classified yet (the detector's `colors` does it on demand)
+    mask: Any = None  # optional (H, W) bool array, used to crop the object for colour classification
+
+
+class Detector(Protocol):
+    def detect(self, image: Any) -> list[Detection]: ...
+
+
+ColorFn = Callable[[list[Detection], str], list[str]]  # (top instances, class name) -> colour names
+
+
+@dataclass(frozen=True)
+class Verdict:
+    correct: bool
+    clauses: tuple[bool, ...]  # include clauses in order, then exclude clauses: True = satisfied
+    reasons: tuple[str, ...]  # one line per failed clause
+
+    @property
+    def clause_fraction(self) -> float:
+        return sum(self.clauses) / len(self.clauses) if self.clauses else float(self.correct)
+
+
+# ---- the rules ---------------------------------------------------------------------------------------
+def group_by_class(detections: Sequence[Detection], tag: str, threshold: float = THRESHOLD,
+                   counting_threshold: float = COUNTING_THRESHOLD, max_objects: int = MAX_OBJECTS
+                   ) -> dict[str, list[Detection]]:
+    """Class -> detections above the tag's threshold, most confident first, at most `max_objects`."""
+    cut = counting_threshold if tag == "counting" else threshold
+    groups: dict[str, list[Detection]] = {}
+    for d in sorted(detections, key=lambda d: -d.score):
+        if d.score > cut and len(groups.setdefault(d.label, [])) < max_objects:
+            groups[d.label].append(d)
+    return {k: v for k, v in groups.items() if v}
+
+
+def relative_position(box_a: Sequence[float], box_b: Sequence[float], margin: float = POSITION_MARGIN) -> set[str]:
+    """Relations of A to B ("left of", "right of", "above", "below"; y grows downwards).
+
+    Per axis the centre offset is shrunk by margin x (extent of A + extent of B); a direction holds when
+    the shrunk component exceeds half the length of the unshrunk offset vector. E.g. two 10-wide boxes
+    whose centres are 30 apart horizontally and 10 apart vertically: shrunk offset (28, 8), length 31.6,
+    so 0.885 > 0.5 -> "right of"/"left of", and 0.253 -> neither above nor below.
+    """
+    ax0, ay0, ax1, ay1 = box_a[:4]
+    bx0, by0, bx1, by1 = box_b[:4]
+    off = ((ax0 + ax1) / 2 - (bx0 + bx1) / 2, (ay0 + ay1) / 2 - (by0 + by1) / 2)
+    extent = (abs(ax1 - ax0) + abs(bx1 - bx0), abs(ay1 - ay0) + abs(by1 - by0))
+    shrunk = [math.copysign(max(abs(o) - margin * e, 0.0), o) for o, e in zip(off, extent)]
+    if all(abs(s) < 1e-3 for s in shrunk):
+        return set()
+    norm = math.hypot(*off)
+    dx, dy = shrunk[0] / norm, shrunk[1] / norm
+    rel = set()
+    if dx < -0.5:
+        rel.add("left of")
+    if dx > 0.5:
+        rel.add("right of")
+    if dy < -0.5:
+        rel.add("above")
+    if dy > 0.5:
+        rel.add("below")
+    return rel
+
+
+def evaluate(metadata: dict, detections: Sequence[Detection], color_of: ColorFn | None = None, **thresholds) -> Verdict:
+    """GenEval's verdict for one image's detections. `color_of` classifies instances whose `color` is None."""
+    groups = group_by_class(detections, metadata.get("tag", ""), **thresholds)
+    matched: list[list[Detection] | None] = []  # per include clause: its top instances, None if it failed
+    ok_list: list[bool] = []
+    reasons: list[str] = []
+    for clause in metadata.get("include", []):
+        cls, n = clause["class"], int(clause["count"])
+        top = groups.get(cls, [])[:n]
+        ok = len(top) >= n
+        if not ok:
+            reasons.append(f"expected {cls}>={n}, found {len(top)}")
+        if ok and "color" in clause:
+            colors = _colors(top, cls, color_of)
+            hits = colors.count(clause["color"])
+            if hits < n:
+                ok = False
+                reasons.append(f"expected {clause['color']} {cls}>={n}, found colours {colors}")
+        if ok and "position" in clause:
+            rel, target = clause["position"]
+            if not 0 <= target < len(matched):
+                raise ValueError(f"position clause of {cls!r} refers to include clause {target}, which is not before it")
+            ok = _position_holds(top, matched[target], rel)
+            if not ok:
+                reasons.append(f"expected {cls} {rel} {metadata['include'][target]['class']}")
+        matched.append(top if ok else None)
+        ok_list.append(ok)
+    for clause in metadata.get("exclude", []):
+        cls, n = clause["class"], int(clause["count"])
+        found = len(groups.get(cls, []))
+        ok_list.append(found < n)
+        if found >= n:
+            reasons.append(f"expected {cls}<{n}, found {found}")
+    return Verdict(correct=all(ok_list), clauses=tuple(ok_list), reasons=tuple(reasons))
+
+
+def _colors(top: list[Detection], cls: str, color_of: ColorFn | None) -> list[str]:
+    if all(d.color is not None for d in top):
+        return [d.color for d in top]
+    if color_of is None:
+        raise ValueError(f"a colour clause needs colours for {cls!r}, but the detector gave none and no classifier")
+    return list(color_of(top, cls))
+
+
+def _position_holds(top: list[Detection], targets: list[Detection] | None, rel: str) -> bool:
+    if targets is None:  # the reference clause failed: GenEval counts that as no target
+        return False
+    return all(rel in relative_position(a.box, b.box) for a in top for b in targets)
+
+
+def summarize(tags: Sequence[str], verdicts: Sequence[bool | None]) -> tuple[dict, dict]:
+    """(metrics, ci95): `overall` = unweighted mean of per-tag accuracies, plus one entry per tag present.
+
+    Unscorable verdicts (None) are left out. Overall's interval is the normal approximation of a mean of
+    independent proportions: var = sum_t p_t(1-p_t)/n_t / T^2.
+    """
+    from tasks.metrics import accuracy_with_ci
+
+    by_tag: dict[str, list[bool | None]] = {}
+    for t, v in zip(tags, verdicts):
+        by_tag.setdefault(t, []).append(v)
+    metrics, ci, var = {}, {}, []
+    for tag in sorted(by_tag, key=lambda t: TAGS.index(t) if t in TAGS else len(TAGS)):
+        acc, interval = accuracy_with_ci(by_tag[tag])
+        if math.isnan(acc):
+            continue
+        metrics[tag], ci[tag] = acc, interval
+        var.append(acc * (1 - acc) / sum(v is not None for v in by_tag[tag]))
+    if not metrics:
+        return {"overall": float("nan")}, {"overall": [float("nan"), float("nan")]}
+    overall = sum(metrics.values()) / len(metrics)
+    half = 1.959963984540054 * math.sqrt(sum(var)) / len(metrics)
+    return {"overall": overall, **metrics}, {"overall": [max(0.0, overall - half), min(1.0, overall + half)], **ci}
+
+
+# ---- images and detectors ----------------------------------------------------------------------------
+def open_image(path: str | Path):
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        return ImageOps.exif_transpose(im).convert("RGB")
+
+
+def score_image(image: Any, metadata: dict, detector: Detector | None = None) -> Verdict:
+    """Detect and apply the rules. Shapes-world grids, token strings and metadata that names only shapes
+    classes use the exact shapes detector; anything else needs `detector`."""
+    from tasks import shapes
+
+    if isinstance(image, (str, Path)) and Path(image).suffix.lower() in IMAGE_SUFFIXES:
+        image = open_image(image)
+    if detector is None:
+        if not (shapes.is_shapes_input(image) or shapes.names_only_shapes(metadata)):
+            raise MissingWeightsError(
+                "GenEval on real images needs a detector: pass --detector-path DIR (a Mask2Former COCO "
+                "instance-segmentation folder, e.g. facebook/mask2former-swin-small-coco-instance) and --clip-path")
+        detector = shapes.ShapesDetector()
+    colors = getattr(detector, "colors", None)
+    color_of = (lambda dets, cls: colors(image, dets, cls)) if colors else None
+    return evaluate(metadata, detector.detect(image), color_of)
+
+
+class Mask2FormerDetector:
+    """GenEval's detector family: Mask2Former instance segmentation (GenEval uses the Swin-S COCO model;
+    `facebook/mask2former-swin-small-coco-instance` is the same architecture and data) from a local folder,
+    boxes from the masks, colours by zero-shot CLIP on the masked crop (background #999), as GenEval does."""
+
+    # transformers' COCO label names -> GenEval's object names (same 80 classes, a few spelled differently)
+    ALIASES = {"mouse": "computer mouse", "remote": "tv remote", "keyboard": "computer keyboard",
+               "tvmonitor": "tv", "hair dryer": "hair drier", "motorbike": "motorcycle", "aeroplane": "airplane"}
+    COLOR_TEMPLATES = ("a photo of a {c} {cls}", "a photo of a {c}-colored {cls}", "a photo of a {c} object")
+
+    def __init__(self, detector_path: str | Path | None, clip_path: str | Path | None, *, clip_arch: str = "ViT-L-14",
+                 device: str | None = None, min_score: float = THRESHOLD, bgcolor: str = "#999"):
+        path = require_path(detector_path, "--detector-path", "a Mask2Former COCO instance-segmentation folder "
+                            "(e.g. facebook/mask2former-swin-small-coco-instance)")
+        self.clip_path = require_path(clip_path, "--clip-path", "an open_clip folder (open_clip_config.json + weights) "
+                                      "or checkpoint file; GenEval uses ViT-L-14 (OpenAI)")
+        import torch
+        from transformers import AutoImageProcessor, AutoModelForUniversalSegmentation
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.processor = AutoImageProcessor.from_pretrained(path, local_files_only=True)
+        self.model = AutoModelForUniversalSegmentation.from_pretrained(path, local_files_only=True).to(self.device).eval()
+        self.labels = {int(i): self.ALIASES.get(n, n) for i, n in self.model.config.id2label.items()}
+        self.clip_arch, self.min_score, self.bgcolor = clip_arch, min_score, bgcolor
+        self._clip = None  # (model, preprocess, tokenizer), loaded when a colour is first asked for
+        self._color_weights: dict[str, Any] = {}  # class name -> (D, 10) zero-shot classifier
+
+    def detect(self, image) -> list[Detection]:
+        import torch
+
+        image = open_image(image) if isinstance(image, (str, Path)) else image.convert("RGB")
+        inputs = self.processor(images=image, return_tensors="pt").to(self.device)
+        with torch.no_grad():
+            out = self.model(**inputs)
+        res = self.processor.post_process_instance_segmentation(
+            out, threshold=self.min_score, target_sizes=[image.size[::-1]], return_binary_maps=True)[0]
+        if not res["segments_info"]:
+            return []
+        masks = res["segmentation"].bool().cpu().numpy()  # (N, H, W)
+        dets = []
+        for seg, m in zip(res["segments_info"], masks):
+            ys, xs = m.any(axis=1).nonzero()[0], m.any(axis=0).nonzero()[0]
+            if len(xs) == 0:
+                continue
+            box = (float(xs[0]), float(ys[0]), float(xs[-1] + 1), float(ys[-1] + 1))  # exclusive ends, like mmdet
+            dets.append(Detection(self.labels[int(seg["label_id"])], float(seg["score"]), box, None, m))
+        return dets
+
+    def colors(self, image, detections: list[Detection], classname: str) -> list[str]:
+        """GenEval's colour rule: mask the object onto a grey canvas, crop to its box, pick the colour whose
+        averaged prompt embedding is nearest (prompts: COLOR_TEMPLATES)."""
+        import torch
+        from PIL import Image
+
+        if not detections:
+            return []
+        model, preprocess, _ = self._load_clip()
+        image = image.convert("RGB")
+        blank = Image.new("RGB", image.size, self.bgcolor)
+        crops = []
+        for d in detections:
+            im = image if d.mask is None else Image.composite(image, blank, Image.fromarray(d.mask.astype("uint8") * 255))
+            crops.append(preprocess(im.crop(tuple(d.box))))
+        with torch.no_grad():
+            feats = model.encode_image(torch.stack(crops).to(self.device))  # (N, D)
+            feats = feats / feats.norm(dim=-1, keepdim=True)
+            pred = (feats @ self._color_classifier(classname)).argmax(dim=-1)  # (N,)
+        return [COLORS[i] for i in pred.tolist()]
+
+    def _load_clip(self):
+        if self._clip is None:
+            from tasks.image_reward import load_open_clip
+
+            self._clip = load_open_clip(self.clip_path, self.clip_arch, self.device, flag="--clip-path")
+        return self._clip
+
+    def _color_classifier(self, classname: str):
+        import torch
+
+        if classname not in self._color_weights:
+            model, _, tokenizer = self._load_clip()
+            cols = []
+            with torch.no_grad():
+                for c in COLORS:
+                    emb = model.encode_text(tokenizer([t.format(c=c, cls=classname) for t in self.COLOR_TEMPLATES])
+                                            .to(self.device))  # (3, D)
+                    emb = (emb / emb.norm(dim=-1, keepdim=True)).mean(dim=0)
+                    cols.append(emb / emb.norm())
+            self._color_weights[classname] = torch.stack(cols, dim=1)  # (D, 10)
+        return self._color_weights[classname]
+
+
+def require_path(path: str | Path | None, flag: str, what: str) -> str:
+    if not path:
+        raise MissingWeightsError(f"no weights given: pass {flag} PATH ({what}); nothing is downloaded")
+    if not Path(path).exists():
+        raise MissingWeightsError(f"{flag} {path}: not found; pass a local path ({what})")
+    return str(path)
+
+
+# ---- GenEval's output folder ------------------------------------------------------------------------
+def read_folder(folder: str | Path) -> list[tuple[int, dict, list[Path]]]:
+    """(index, metadata, sample paths) per numbered subfolder of a GenEval output folder, in index order."""
+    root = Path(folder)
+    items = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit()):
+        meta_file = sub / "metadata.jsonl"
+        if not meta_file.is_file():
+            continue
+        text = meta_file.read_text(encoding="utf-8").strip()
+        try:
+            meta = json.loads(text)
+        except json.JSONDecodeError:
+            meta = json.loads(text.splitlines()[0])
+        samples = sorted(p for p in (sub / "samples").glob("*.png") if p.stem.isdigit())
+        items.append((int(sub.name), meta, samples))
+    if not items:
+        raise DataError(f"no GenEval samples under {root}: expected {root}/00000/metadata.jsonl and "
+                        f"{root}/00000/samples/0000.png")
+    return items
+
+
+def score_folder(folder: str | Path, detector: Detector | None = None) -> tuple[list[dict], dict, dict]:
+    """Score every sample of a GenEval output folder: (rows, metrics, ci95), one row per image."""
+    rows = []
+    for index, meta, samples in read_folder(folder):
+        for path in samples:
+            v = score_image(path, meta, detector)
+            rows.append({"index": index, "sample": path.name, "tag": meta["tag"], "prompt": meta.get("prompt"),
+                         "correct": v.correct, "reasons": list(v.reasons)})
+    metrics, ci = summarize([r["tag"] for r in rows], [r["correct"] for r in rows])
+    return rows, metrics, ci
+
+
+# ---- the task -----------------------------------------------------------------------------------------
+@TASKS.register("geneval")
+class GenevalTask(Task):
+    """GenEval prompts (--data geneval_metadata.jsonl; id = 0-based row). A completion is an image: a path,
+    a PIL image, or a shapes-world token grid / token string."""
+
+    name = "geneval"
+    kind = "image"
+    primary_metric = "overall"
+    default_data_hint = "../shared/data/geneval_metadata.jsonl"
+
+    def __init__(self, detector: Detector | None = None, detector_path: str | None = None,
+                 clip_path: str | None = None, device: str | None = None):
+        self._detector = detector
+        self.detector_path, self.clip_path, self.device = detector_path, clip_path, device
+
+    def detector(self) -> Detector:
+        if self._detector is None:
+            self._detector = Mask2FormerDetector(self.detector_path, self.clip_path, device=self.device)
+        return self._detector
+
+    def to_example(self, record: dict, index: int) -> Example:
+        if not isinstance(record, dict) or record.get("tag") not in TAGS or "include" not in record:
+            raise DataError(f"row {index}: not GenEval metadata (needs tag in {TAGS} and include clauses)")
+        return Example(id=index, prompt=record["prompt"], reference=record, meta={"tag": record["tag"]})
+
+    def extract(self, completion: Any) -> Any:
+        return None  # detections are reported through `score`, not re-run here
+
+    def judge(self, completion: Any, reference: dict) -> Verdict:
+        from tasks import shapes
+
+        if shapes.is_shapes_input(completion) or shapes.names_only_shapes(reference):
+            return score_image(completion, reference, shapes.ShapesDetector())
+        if isinstance(completion, str) and Path(completion).suffix.lower() not in IMAGE_SUFFIXES:
+            return Verdict(False, (), ("the completion is neither an image nor a shapes token grid",))
+        return score_image(completion, reference, self.detector())
+
+    def verify(self, completion: Any, reference: dict) -> bool | None:
+        return self.judge(completion, reference).correct
+
+    def reward(self, completion: Any, reference: dict) -> RewardOutput:
+        ok = self.verify(completion, reference)
+        return RewardOutput(total=float(ok), success=ok, terms={"geneval": float(ok)})
+
+    def score(self, completion: Any, example: Example) -> Scored:
+        v = self.judge(completion, example.reference)
+        text = completion if isinstance(completion, str) else f"<{type(completion).__name__}>"
+        return Scored(id=example.id, completion=text, extracted=None, verdict=v.correct, reward=float(v.correct),
+                      terms={"geneval": float(v.correct)}, extra={"tag": example.reference["tag"],
+                                                                  "reasons": list(v.reasons)})
+
+    def metrics(self, scored: Sequence[Scored], examples: Sequence[Example]) -> tuple[dict, dict]:
+        tag = {str(ex.id): ex.reference["tag"] for ex in examples}
+        return summarize([tag[str(s.id)] for s in scored], [s.verdict for s in scored])
+
+    def predictions_from_folder(self, folder: str | Path) -> list[dict]:
+        """GenEval's output folder -> prediction rows {"id", "completion": image path}, every sample."""
+        return [{"id": index, "completion": str(p), "prompt": meta.get("prompt")}
+                for index, meta, samples in read_folder(folder) for p in samples]

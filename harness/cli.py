@@ -1,8 +1,10 @@
 """The `harness` command line: list, pretrain, eval, score, run, compare, leaderboard.
 
 Every command that produces numbers prints its summary as one JSON object on the last line of stdout.
-Bad input (an unknown task, model or method, a missing data file, an unreachable hub id) is one line on
-stderr and exit code 2, no traceback (set HARNESS_DEBUG=1 to see one).
+Bad input (an unknown task, model or method, a missing or malformed data file, invalid decoder settings,
+an output folder that cannot be written or already holds another run's results) is one line on stderr
+and exit code 2, no traceback (set HARNESS_DEBUG=1 to see one). Every check that can fail runs before
+the expensive work (data, model, generation), and nothing already written is removed or replaced.
 """
 
 from __future__ import annotations
@@ -10,11 +12,22 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
 DECODE_FLAGS = ("sampler", "gen_length", "block_length", "steps", "temperature", "remasking", "cfg_scale")
+# files whose presence in --out means another run's results live there (`run` also counts an unfinished one)
+EVAL_FILES = ("summary.json", "samples.jsonl")
+RUN_FILES = ("summary.json", "base_eval.json", "curve.csv", "checkpoints")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the message and where to find help), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _add_decode_args(p: argparse.ArgumentParser) -> None:
@@ -36,7 +49,7 @@ def _add_model_args(p: argparse.ArgumentParser, default: str | None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    p = _Parser(prog="harness", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("list", help="list tasks, methods or models")
@@ -58,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--out", help="output folder (default results/eval__<task>__<model>__<time>)")
+    s.add_argument("--overwrite", action="store_true", help="replace the results of another run in --out")
     _add_decode_args(s)
 
     s = sub.add_parser("score", help="score completions generated elsewhere")
@@ -66,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='jsonl of {"id": ..., "completion": "..."} (a folder of images for geneval)')
     s.add_argument("--data", help="the problems the ids refer to (local file or hub id)")
     s.add_argument("--out", help="output folder (default results/score__<task>__<time>)")
+    s.add_argument("--overwrite", action="store_true", help="replace the results of another run in --out")
 
     s = sub.add_parser("run", help="evaluate the base model, train with an RL method, evaluate again")
     s.add_argument("--task", required=True)
@@ -81,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training config field (repeatable), e.g. --set lr=1e-5")
     s.add_argument("--out", help="output folder (default results/<task>__<model>__<method>__seed<S>)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="start over in an --out that holds another (finished or unfinished) run")
     s.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("compare", help="run several methods x seeds at the same rollout budget")
@@ -103,7 +120,8 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
     from harness.results import ResultError
     from tasks.base import DataError
 
-    errs: list[type[BaseException]] = [UnknownNameError, DataError, ResultError, ValueError, FileNotFoundError]
+    errs: list[type[BaseException]] = [UnknownNameError, DataError, ResultError, ValueError, FileNotFoundError,
+                                       PermissionError, NotADirectoryError, IsADirectoryError]
     try:
         from harness.models import ModelError
 
@@ -125,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("HARNESS_DEBUG"):
             raise
         msg = str(e.args[0]) if isinstance(e, KeyError) and e.args and not str(e).startswith("unknown") else str(e)
+        msg = " ".join(msg.split()) or type(e).__name__  # one line, whatever the message
         print(f"harness {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
@@ -189,7 +208,26 @@ def decode_config(task, args):
              "steps": args.diffusion_steps, "temperature": args.temperature, "remasking": args.remasking,
              "cfg_scale": args.cfg_scale}
     values.update({k: v for k, v in flags.items() if v is not None})
-    return DecodeConfig(**values)
+    for k in ("temperature", "cfg_scale"):
+        if k in values and not math.isfinite(values[k]):
+            raise ValueError(f"--{k.replace('_', '-')} {values[k]} must be a finite number")
+    return DecodeConfig(**values)  # DecodeConfig checks itself: a ValueError that says which values work
+
+
+def check_model_name(spec: str) -> None:
+    """An unknown model name fails here, before data or weights are loaded (`load_model` would say the same)."""
+    from harness import models
+    from harness.registry import UnknownNameError
+
+    if spec in ("gold", "tiny") or spec in models.PRESETS or spec.startswith("hf:"):
+        return
+    raise UnknownNameError("model", spec, models.model_names())
+
+
+def check_positive(**values) -> None:
+    bad = [k for k, v in values.items() if v is not None and v < 1]
+    if bad:
+        raise ValueError(", ".join(f"--{k.replace('_', '-')} {values[k]}" for k in bad) + " must be >= 1")
 
 
 def load_model_for(task, spec: str, device: str = "auto", dtype: str = "auto"):
@@ -248,19 +286,22 @@ def _embedded_names() -> list[str]:
 
 
 def cmd_eval(args) -> int:
+    from harness.results import check_out_dir
     from harness.runner import eval_summary, evaluate, write_eval
     from tasks import get_task
 
     task = get_task(args.task)
-    if args.n_samples < 1 or (args.limit is not None and args.limit < 1) or args.batch_size < 1:
-        raise ValueError("--n-samples, --limit and --batch-size must be positive integers")
+    check_model_name(args.model)
+    check_positive(n_samples=args.n_samples, limit=args.limit, batch_size=args.batch_size)
+    decode = decode_config(task, args)  # invalid decoder settings fail here, before any work
+    out_dir = check_out_dir(args.out or f"results/eval__{_safe(task.name)}__{_safe(args.model)}__{_timestamp()}",
+                            protect=EVAL_FILES, overwrite=args.overwrite)
     examples = task.load(args.data, split=args.split, limit=args.limit)
     model = load_model_for(task, args.model, args.device, args.dtype)
-    is_gold = getattr(model, "is_gold", False)
-    decode = None if is_gold else decode_config(task, args)
+    if getattr(model, "is_gold", False):
+        decode = None
     out = evaluate(task, model, examples, decode, n_samples=args.n_samples, seed=args.seed,
                    batch_size=args.batch_size, progress=sys.stderr.isatty())
-    out_dir = Path(args.out or f"results/eval__{_safe(task.name)}__{_safe(args.model)}__{_timestamp()}")
     config = {"task": task.name, "model": args.model, "data": args.data, "split": args.split, "limit": args.limit,
               "n_samples": args.n_samples, "seed": args.seed, "batch_size": args.batch_size}
     summary = eval_summary("eval", task, args.model, out, decode=decode, config=config, seed=args.seed)
@@ -270,6 +311,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_score(args) -> int:
+    from harness.results import check_out_dir
     from harness.runner import eval_summary, read_predictions, score_predictions, write_eval
     from tasks import get_task
 
@@ -277,15 +319,13 @@ def cmd_score(args) -> int:
     pred = Path(args.predictions)
     if not pred.exists():
         raise FileNotFoundError(f"predictions not found: {pred}")
+    if pred.is_dir() and not hasattr(task, "predictions_from_folder"):
+        raise ValueError(f"--predictions {pred} is a folder; task {task.name!r} takes a jsonl file")
+    out_dir = check_out_dir(args.out or f"results/score__{_safe(task.name)}__{_timestamp()}",
+                            protect=EVAL_FILES, overwrite=args.overwrite)
+    rows = task.predictions_from_folder(pred) if pred.is_dir() else read_predictions(pred)
     examples = task.load(args.data)
-    if pred.is_dir():
-        if not hasattr(task, "predictions_from_folder"):
-            raise ValueError(f"--predictions must be a jsonl file for task {task.name!r}")
-        rows = task.predictions_from_folder(pred)
-    else:
-        rows = read_predictions(pred)
-    out = score_predictions(task, rows, examples)
-    out_dir = Path(args.out or f"results/score__{_safe(task.name)}__{_timestamp()}")
+    out = score_predictions(task, rows, examples, source=str(pred))
     config = {"task": task.name, "predictions": str(pred), "data": args.data}
     summary = eval_summary("score", task, "external", out, config=config)
     write_eval(out_dir, summary, out.scored)
@@ -298,8 +338,27 @@ def cmd_score(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from harness.experiment import run_experiment
+    from harness.experiment import run_dir_name, run_experiment
+    from harness.results import ResultError, check_out_dir
+    from tasks import get_task
 
+    task = get_task(args.task)
+    if args.method != "none":
+        from trainers import METHODS
+
+        METHODS.get(args.method)
+    check_model_name(args.model)
+    check_positive(limit=args.limit, checkpoint_every=args.checkpoint_every)
+    out = Path(args.out or Path("results") / run_dir_name(task.name, args.model, args.method, args.seed, args.steps))
+    if not (args.resume or args.overwrite) and out.is_dir():  # --resume continues the run in its own folder
+        if (out / "summary.json").exists():
+            raise ResultError(f"--out {out} already holds summary.json from another run; pass another --out, "
+                              "--overwrite to replace it, or --resume to continue it")
+        if any((out / f).exists() for f in RUN_FILES):
+            raise ResultError(f"--out {out} holds an unfinished run; pass --resume to continue it, --overwrite "
+                              "to start over, or another --out")
+    check_out_dir(out, protect=())
+    args.out = str(out)
     summary, out_dir = run_experiment(args)
     _print_summary(summary, out_dir)
     return 0
@@ -307,16 +366,26 @@ def cmd_run(args) -> int:
 
 def cmd_compare(args) -> int:
     from harness.experiment import compare
+    from harness.results import check_out_dir
 
+    check_model_name(args.model)
+    check_out_dir(args.results, protect=(), flag="--results")  # finished runs in it are reused, never replaced
     summary = compare(args)
     print(json.dumps(summary, sort_keys=True))
     return 0
 
 
 def cmd_leaderboard(args) -> int:
+    from harness.results import check_out_dir
     from leaderboards.collate import build_leaderboards
 
-    report = build_leaderboards(args.results, args.out)
+    results = Path(args.results)
+    if not results.is_dir():
+        what = "is a file, not a folder" if results.exists() else "does not exist"
+        raise FileNotFoundError(f"--results {results} {what}; pass the folder that holds the run folders "
+                                "(default results/)")
+    check_out_dir(args.out, protect=())  # the leaderboards are regenerated in place, by design
+    report = build_leaderboards(results, args.out)
     for problem in report.get("skipped", []):
         print(f"skipped {problem}", file=sys.stderr)
     print(json.dumps(report, sort_keys=True, default=str))

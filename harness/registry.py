@@ -1,11 +1,12 @@
 """Tiny name -> object registries (one dict per kind), in the spirit of lm-eval's `register_model`.
 
-Duplicates are rejected; an unknown name raises `UnknownNameError`, whose one-line message lists the
-valid names. The CLI turns it into exit code 2 without a traceback.
+Duplicates are rejected; an unknown name raises `UnknownNameError`, whose one-line message suggests the
+closest valid names (difflib) and lists them all. The CLI turns it into exit code 2 without a traceback.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -20,7 +21,15 @@ class UnknownNameError(KeyError):
         self.kind, self.name, self.valid = kind, name, valid
 
     def __str__(self) -> str:
-        return f"unknown {self.kind} {self.name!r}; valid {self.kind}s: {', '.join(self.valid)}"
+        close = suggest(self.name, self.valid)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        return f"unknown {self.kind} {self.name!r}; {hint}valid {self.kind}s: {', '.join(self.valid)}"
+
+
+def suggest(name: str, valid: list[str], n: int = 1) -> list[str]:
+    """The valid names closest to `name` (case-insensitive, difflib's ratio >= 0.6), best first."""
+    lowered = {v.lower(): v for v in valid}
+    return [lowered[m] for m in difflib.get_close_matches(str(name).lower(), list(lowered), n=n, cutoff=0.6)]
 
 
 class Registry(Generic[T]):

@@ -26,6 +26,42 @@ class ResultError(ValueError):
     """A result file that cannot be used (missing, corrupt, wrong schema); the message names the file."""
 
 
+def check_out_dir(path: str | os.PathLike, *, protect: tuple[str, ...] = ("summary.json",),
+                  overwrite: bool = False, flag: str = "--out") -> Path:
+    """Fail early, with a ResultError that names `path`, unless this command can write its results there.
+
+    Checked before any work: `path` is (or can be created as) a writable folder, and it holds none of the
+    files in `protect` (another run's results) unless `overwrite`. The probe leaves nothing behind:
+    folders it had to create are removed again.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ResultError(f"{flag} {path} is a file, not a folder; pass a folder path")
+    existing = [name for name in protect if (path / name).exists()]
+    if existing and not overwrite:
+        raise ResultError(f"{flag} {path} already holds {', '.join(existing)} from another run; pass another "
+                          f"{flag} or --overwrite to replace it")
+    created: list[Path] = []
+    try:
+        missing = [d for d in (path, *path.parents) if not d.exists()]
+        for d in reversed(missing):
+            d.mkdir()
+            created.append(d)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ResultError(f"cannot write to {flag} {path} ({e.strerror or type(e).__name__}); pass a folder "
+                          "you can write to") from None
+    finally:
+        for d in reversed(created):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+    return path
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from typing import Any
 
 from harness.config import derive_seed
 from harness.results import SCHEMA_VERSION, atomic_write_json, atomic_write_jsonl, provenance
-from tasks.base import Example, Scored, Task
+from tasks.base import DataError, Example, Scored, Task
 
 
 @dataclass
@@ -89,11 +89,14 @@ def evaluate(task: Task, model, examples: Sequence[Example], decode=None, *, n_s
                       report={"unscorable": sum(s.verdict is None for s in scored)})
 
 
-def score_predictions(task: Task, rows: Sequence[Any], examples: Sequence[Example], workers: int = 4) -> EvalOutput:
+def score_predictions(task: Task, rows: Sequence[Any], examples: Sequence[Example], workers: int = 4,
+                      source: str = "predictions") -> EvalOutput:
     """Score generations made elsewhere: rows of {"id": ..., "completion": "..."}; several per id allowed.
 
-    Malformed rows and unknown ids are counted and reported, never fatal. Only problems with at least one
-    prediction are scored (n = those problems); pass@k is reported only where every one has n >= k.
+    Malformed rows and unknown ids are counted and reported, never fatal, unless no row at all can be
+    scored: that is a DataError (`source` names the file), raised before any program runs. Only problems
+    with at least one prediction are scored (n = those problems); pass@k is reported only where every
+    one has n >= k.
     """
     t0 = time.perf_counter()
     by_id = {_id_key(ex.id): ex for ex in examples}
@@ -110,6 +113,14 @@ def score_predictions(task: Task, rows: Sequence[Any], examples: Sequence[Exampl
             continue
         completions.append(row["completion"])
         owners.append(ex)
+    if rows and not completions:  # the wrong file, or ids from another dataset: say which
+        why = []
+        if malformed:
+            why.append(f'{len(malformed)} without "id" and a string "completion" (the first is row {malformed[0]})')
+        if unknown:
+            why.append(f"{sum(unknown.values())} with ids not in the data (e.g. {', '.join(sorted(unknown)[:3])}); "
+                       f"ids must be the dataset's, e.g. {', '.join(repr(ex.id) for ex in examples[:3])}")
+        raise DataError(f"{source}: none of its {len(rows)} rows can be scored: {'; '.join(why)}")
     seen = {_id_key(ex.id) for ex in owners}
     scored_examples = [ex for ex in examples if _id_key(ex.id) in seen]
     scored = task.score_many(completions, owners, workers=workers if task.kind == "code" else 0)
@@ -135,15 +146,34 @@ def _id_key(x: Any) -> str:
 
 
 def read_predictions(path: str | Path) -> list[Any]:
-    """Rows of a predictions jsonl; a line that is not JSON becomes None (counted as malformed)."""
+    """Rows of a predictions jsonl; a line that is not JSON becomes None (counted as malformed).
+
+    A file that is not JSON lines at all (empty, not text, a JSON array, no line an object) is a DataError
+    naming the file: one bad line is a slip to report, a whole bad file is the wrong file.
+    """
+    p = Path(path)
+    expected = 'expected JSON lines, one {"id": ..., "completion": "..."} object per line'
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text (byte {e.start}); {expected}") from None
     rows: list[Any] = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             rows.append(None)
+    if not rows:
+        raise DataError(f"{p}: the file is empty; {expected}")
+    if not any(isinstance(r, dict) for r in rows):
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            whole = None
+        what = "one JSON array" if isinstance(whole, list) else "no line that is a JSON object"
+        raise DataError(f"{p}: {what}; {expected}")
     return rows
 
 

@@ -12,6 +12,10 @@ not the program's fault); None is counted separately and never silently becomes 
 
 Data: `load(data=...)` takes a local file (jsonl or json) or a hub id (`hf://owner/name[:config]`, or a
 bare `owner/name`), loaded with `datasets`; offline, the error says which `--data FILE` to pass.
+A task declares the fields its rows need (`fields`, `optional_fields`: name -> type), and `load` checks
+every row against them before `to_example`, wherever the rows came from. Bad data is a one-line
+`DataError` naming the file and line (jsonl), the row (json array, hub split) and the field, and listing
+the fields the task expects.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args, get_origin
 
 from harness.registry import Registry
 
@@ -75,13 +79,48 @@ class Task:
     embedded: ClassVar[bool] = False  # generated locally (no data file needed)
     # decoder defaults for `harness eval` on this task (overridable from the CLI)
     gen_defaults: ClassVar[dict] = {"gen_length": 256, "block_length": 32, "steps": 128}
+    # fields every data row must have, name -> type (a type, a tuple of types, or `list[str]`); checked by
+    # `load` before `to_example`, so `to_example` may index them freely
+    fields: ClassVar[dict[str, Any]] = {}
+    optional_fields: ClassVar[dict[str, Any]] = {}  # checked only when present and not null
 
     # ---- data -------------------------------------------------------------------------------
     def load(self, data: str | None = None, split: str = "test", limit: int | None = None) -> list[Example]:
         records = load_records(data, default_hub=self.hub_id, split=self.hub_split, hint=self.default_data_hint,
                                task=self.name)
-        examples = [self.to_example(r, i) for i, r in enumerate(records)]
+        return self.examples_from(records, limit)
+
+    def examples_from(self, records: Sequence[Any], limit: int | None = None) -> list[Example]:
+        """Check every row against `fields`, then `to_example`; any problem is a DataError naming the row."""
+        if not isinstance(records, Records):
+            records = Records(records, source="data")
+        if not records:
+            raise DataError(f"{records.source}: no rows; expected {self.name} rows with {self.describe_fields()}")
+        examples, seen = [], {}
+        for i, record in enumerate(records):
+            where = records.where(i)
+            check_record(record, self.fields, self.optional_fields, where, self.name, self.describe_fields())
+            try:
+                ex = self.to_example(record, i)
+            except KeyError as e:
+                raise DataError(f"{where}: missing field {e.args[0]!r}; {self.name} rows need "
+                                f"{self.describe_fields()}") from None
+            except (TypeError, ValueError, AttributeError) as e:  # DataError included
+                raise DataError(f"{where}: {_one_line(e)}") from None
+            key = str(ex.id)
+            if key in seen:
+                raise DataError(f"{where}: id {ex.id!r} already used by {records.where(seen[key])}; "
+                                "every row needs its own id")
+            seen[key] = i
+            examples.append(ex)
         return examples[:limit] if limit else examples
+
+    @classmethod
+    def describe_fields(cls) -> str:
+        """`question (string), answer (string)`: the field list error messages show."""
+        req = ", ".join(f"{k} ({_type_name(t)})" for k, t in cls.fields.items()) or "the task's fields"
+        opt = ", ".join(f"{k} ({_type_name(t)})" for k, t in cls.optional_fields.items())
+        return f"{req}; optional: {opt}" if opt else req
 
     def to_example(self, record: dict, index: int) -> Example:
         raise NotImplementedError
@@ -135,34 +174,132 @@ def get_task(name: str) -> Task:
 
 
 # ---- data loading --------------------------------------------------------------------------------
-def read_local(path: str | os.PathLike) -> list[dict]:
+class Records(list):
+    """Data rows plus where they came from, so that an error can name the file and line of a row."""
+
+    def __init__(self, rows=(), source: str = "data", lines: list[int] | None = None):
+        super().__init__(rows)
+        self.source = source  # a path, or "hf://owner/name:config (split test)"
+        self.lines = lines  # 1-based line of each row in a jsonl file; None for json arrays and the hub
+
+    def where(self, i: int) -> str:
+        if self.lines is not None and i < len(self.lines):
+            return f"{self.source}:{self.lines[i]}"
+        return f"{self.source} row {i} (0-based)"
+
+
+_JSON_NAMES = {str: "string", int: "integer", float: "number", bool: "true/false", list: "list", dict: "object",
+               type(None): "null"}
+
+
+def _type_name(t: Any) -> str:
+    if isinstance(t, tuple):
+        return " or ".join(_type_name(x) for x in t)
+    if get_origin(t) is list:
+        (inner,) = get_args(t)
+        return f"list of {_type_name(inner)}s"
+    return _JSON_NAMES.get(t, getattr(t, "__name__", str(t)))
+
+
+def _is_a(value: Any, t: Any) -> bool:
+    """JSON-minded isinstance: `list[str]` checks the items, a bool is not an integer, an int is a float."""
+    if isinstance(t, tuple):
+        return any(_is_a(value, x) for x in t)
+    if get_origin(t) is list:
+        (inner,) = get_args(t)
+        return isinstance(value, list) and all(_is_a(v, inner) for v in value)
+    if isinstance(value, bool) and t is not bool:
+        return False
+    if t is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, t)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def check_record(record: Any, fields: dict, optional: dict, where: str, task: str, expected: str) -> None:
+    """Raise DataError unless `record` is an object with every field of `fields` of the right type."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object with {expected}, got {_type_name(type(record))} "
+                        f"{_show(record)}")
+    missing = [k for k in fields if k not in record]
+    if missing:
+        raise DataError(f"{where}: missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}; "
+                        f"{task} rows need {expected}")
+    for spec, required in ((fields, True), (optional, False)):
+        for k, t in spec.items():
+            if not required and record.get(k) is None:
+                continue
+            if not _is_a(record[k], t):
+                raise DataError(f"{where}: field {k!r} is {_type_name(type(record[k]))} {_show(record[k])}, "
+                                f"expected {_type_name(t)}; {task} rows need {expected}")
+
+
+def read_local(path: str | os.PathLike) -> Records:
     """Rows of a .jsonl file (one object per line) or a .json file (an array, or {"data": [...]})."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"data file not found: {p}")
-    text = p.read_text(encoding="utf-8")
-    if p.suffix == ".jsonl" or (not text.lstrip().startswith("[") and not text.lstrip().startswith("{\n")):
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{p}:{n}: not valid JSON ({e.msg}); expected one object per line") from None
-        return rows
+    if p.is_dir():
+        raise DataError(f"{p} is a folder; pass a jsonl or json data file")
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{p}: not valid JSON ({e.msg})") from None
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text (byte {e.start}); expected a jsonl or json data file") from None
+    if not text.strip():
+        raise DataError(f"{p}: the file is empty; expected JSON lines (one object per line) or a JSON array")
+    if p.suffix != ".jsonl":
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            if not _first_line_is_object(text):  # a broken JSON document, not JSON lines
+                raise DataError(f"{p}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
+        else:
+            return _whole_json_rows(p, obj, text)
+    rows, lines = [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{p}:{n}: not valid JSON ({e.msg}, column {e.colno}); "
+                                "expected one JSON object per line") from None
+            lines.append(n)
+    return Records(rows, source=str(p), lines=lines)
+
+
+def _first_line_is_object(text: str) -> bool:
+    first = next(line for line in text.splitlines() if line.strip())
+    try:
+        return isinstance(json.loads(first), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def _whole_json_rows(p: Path, obj: Any, text: str) -> Records:
+    if isinstance(obj, list):
+        return Records(obj, source=str(p))
     if isinstance(obj, dict):
         for key in ("data", "rows", "examples"):
             if isinstance(obj.get(key), list):
-                return obj[key]
-        raise DataError(f"{p}: expected a JSON array of objects or {{'data': [...]}}")
-    return obj
+                return Records(obj[key], source=f"{p} ({key})")
+        if len([line for line in text.splitlines() if line.strip()]) == 1:  # JSON lines with one row
+            line = next(n for n, t in enumerate(text.splitlines(), 1) if t.strip())
+            return Records([obj], source=str(p), lines=[line])
+        raise DataError(f"{p}: a JSON object with keys {', '.join(list(obj)[:6])}; expected a JSON array of "
+                        "objects, {\"data\": [...]}, or JSON lines (one object per line)")
+    raise DataError(f"{p}: a single JSON {_type_name(type(obj))}; expected a JSON array of objects or JSON "
+                    "lines (one object per line)")
 
 
-def load_records(data: str | None, default_hub: str | None, split: str, hint: str, task: str) -> list[dict]:
+def load_records(data: str | None, default_hub: str | None, split: str, hint: str, task: str) -> Records:
     """Local path if it exists, else a hub id through `datasets` (only when asked for, or the task default)."""
     if data and (Path(data).exists() or data.endswith((".json", ".jsonl"))):
         return read_local(data)
@@ -185,7 +322,7 @@ def load_records(data: str | None, default_hub: str | None, split: str, hint: st
             f"could not load {hub!r} from the Hugging Face hub ({type(e).__name__}); "
             f"pass a local file with --data FILE{_hint(hint)}"
         ) from None
-    return [dict(r) for r in ds]
+    return Records((dict(r) for r in ds), source=f"hf://{hub} (split {split})")
 
 
 def _hint(hint: str) -> str:

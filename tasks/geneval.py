@@ -181,26 +181,24 @@ def _position_holds(top: list[Detection], targets: list[Detection] | None, rel: 
 def summarize(tags: Sequence[str], verdicts: Sequence[bool | None]) -> tuple[dict, dict]:
     """(metrics, ci95): `overall` = unweighted mean of per-tag accuracies, plus one entry per tag present.
 
-    Unscorable verdicts (None) are left out. Overall's interval is the normal approximation of a mean of
-    independent proportions: var = sum_t p_t(1-p_t)/n_t / T^2.
+    Unscorable verdicts (None) are left out. Per-tag intervals are Wilson; overall's is Wilson at the
+    effective sample size of a mean of T proportions, n_eff = T^2 / sum_t(1/n_t) (the total n when the
+    tags are balanced), so that it stays inside [0, 1] and is not empty at 0% or 100%.
     """
-    from tasks.metrics import accuracy_with_ci
+    from tasks.metrics import accuracy_with_ci, wilson_interval
 
-    by_tag: dict[str, list[bool | None]] = {}
+    by_tag: dict[str, list[bool]] = {}
     for t, v in zip(tags, verdicts):
-        by_tag.setdefault(t, []).append(v)
-    metrics, ci, var = {}, {}, []
-    for tag in sorted(by_tag, key=lambda t: TAGS.index(t) if t in TAGS else len(TAGS)):
-        acc, interval = accuracy_with_ci(by_tag[tag])
-        if math.isnan(acc):
-            continue
-        metrics[tag], ci[tag] = acc, interval
-        var.append(acc * (1 - acc) / sum(v is not None for v in by_tag[tag]))
-    if not metrics:
+        if v is not None:
+            by_tag.setdefault(t, []).append(bool(v))
+    if not by_tag:
         return {"overall": float("nan")}, {"overall": [float("nan"), float("nan")]}
+    metrics, ci = {}, {}
+    for tag in sorted(by_tag, key=lambda t: TAGS.index(t) if t in TAGS else len(TAGS)):
+        metrics[tag], ci[tag] = accuracy_with_ci(by_tag[tag])
     overall = sum(metrics.values()) / len(metrics)
-    half = 1.959963984540054 * math.sqrt(sum(var)) / len(metrics)
-    return {"overall": overall, **metrics}, {"overall": [max(0.0, overall - half), min(1.0, overall + half)], **ci}
+    n_eff = len(by_tag) ** 2 / sum(1 / len(v) for v in by_tag.values())
+    return {"overall": overall, **metrics}, {"overall": wilson_interval(overall * n_eff, n_eff), **ci}
 
 
 # ---- images and detectors ----------------------------------------------------------------------------
@@ -373,6 +371,8 @@ class GenevalTask(Task):
     kind = "image"
     primary_metric = "overall"
     default_data_hint = "../shared/data/geneval_metadata.jsonl"
+    fields = {"tag": str, "prompt": str, "include": list}
+    optional_fields = {"exclude": list}
 
     def __init__(self, detector: Detector | None = None, detector_path: str | None = None,
                  clip_path: str | None = None, device: str | None = None):
@@ -385,8 +385,8 @@ class GenevalTask(Task):
         return self._detector
 
     def to_example(self, record: dict, index: int) -> Example:
-        if not isinstance(record, dict) or record.get("tag") not in TAGS or "include" not in record:
-            raise DataError(f"row {index}: not GenEval metadata (needs tag in {TAGS} and include clauses)")
+        if record.get("tag") not in TAGS:
+            raise DataError(f"tag {record.get('tag')!r} is not one of GenEval's: {', '.join(TAGS)}")
         return Example(id=index, prompt=record["prompt"], reference=record, meta={"tag": record["tag"]})
 
     def extract(self, completion: Any) -> Any:

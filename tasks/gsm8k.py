@@ -25,7 +25,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from tasks.base import TASKS, Example, RewardOutput, Scored, Task, first_sample_per_id
+from tasks.base import TASKS, DataError, Example, RewardOutput, Scored, Task, first_sample_per_id
 from tasks.extract import canonical_number, first_number, last_boxed, last_number, numbers_equal, parse_number
 
 FORMAT_RE = re.compile(r"<reasoning>.*?</reasoning>\s*<answer>.*?</answer>", re.DOTALL)
@@ -76,12 +76,13 @@ class GSM8K(Task):
     hub_id = "openai/gsm8k:main"
     default_data_hint = "../shared/data/gsm8k_test.jsonl"
     gen_defaults = {"gen_length": 256, "block_length": 32, "steps": 128}
+    fields = {"question": str, "answer": str}
 
     def to_example(self, record: dict, index: int) -> Example:
         worked, _, final = record["answer"].rpartition("####")
         answer = canonical_number(final.strip())
         if answer is None:
-            raise ValueError(f"gsm8k row {index}: no number after '####' in {record['answer'][-60:]!r}")
+            raise DataError(f"field 'answer' must end in '#### N' with N a number, got {record['answer'][-60:]!r}")
         reasoning = _CALCULATOR_RE.sub("", worked)
         return Example(id=index, prompt=record["question"], reference=answer,
                        solution=wrap_solution(reasoning, answer))

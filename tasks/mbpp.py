@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from tasks.base import TASKS, Example, RewardOutput, Scored, Task
+from tasks.base import TASKS, DataError, Example, RewardOutput, Scored, Task
 from tasks.extract import extract_code
 
 FORMAT_REWARD = 0.1
@@ -105,8 +105,12 @@ class MBPP(Task):
     default_data_hint = "../shared/data/mbpp_sanitized.json"
     gen_defaults = {"gen_length": 256, "block_length": 32, "steps": 128}
     workers = 4  # programs scored in parallel by `score_many` (each runs in its own subprocess)
+    fields = {"task_id": (int, str), "prompt": str, "code": str, "test_list": list[str]}
+    optional_fields = {"test_imports": list[str]}
 
     def to_example(self, record: dict, index: int) -> Example:
+        if not record["test_list"]:
+            raise DataError("field 'test_list' is empty; an MBPP row needs at least one assert test")
         reference = {"tests": list(record["test_list"]), "setup": "\n".join(record.get("test_imports") or [])}
         return Example(id=record["task_id"], prompt=record["prompt"], reference=reference,
                        solution=f"```python\n{record['code'].strip()}\n```")

@@ -1,0 +1,257 @@
+"""Pretrain the embedded `tiny` model for a task: a small BERT trained with the masked diffusion loss.
+
+    harness pretrain --task arith        # ~4 minutes on 2 CPU cores -> $HARNESS_HOME/models/tiny-arith/
+    python -c "from harness.pretrain import pretrain; pretrain('arith', steps=50)"
+
+What it builds: a word-level tokenizer over the task's train and test text (`harness.tokenizer`; the
+vocabulary holds no answers, only words, digits and symbols) and a `BertForMaskedLM` from a config
+(no download), hidden 128, 4 layers. BERT because it trained fastest on CPU among the transformers
+masked-LM classes at this size (benchmarks/bench_model_classes.py); a small model trained for more
+steps beat a larger one in the time budget. Both are saved as an ordinary Hugging Face folder, so
+`load_model("tiny", task)` goes through the same `hf` code path as LLaDA.
+
+Objective (LLaDA's SFT loss, Nie et al. 2025, eq. 5): each sequence is the left-padded prompt followed by
+the gold completion padded with [EOS] to the task's `gen_length`. Per sequence a ratio t ~ U(eps, 1)
+(stratified over the batch, a variance reduction from MDLM) masks each completion token with
+probability t; the loss is the cross-entropy on masked tokens weighted 1/t, summed and divided by
+B * gen_length. The prompt is never masked. AdamW with linear warmup then cosine decay.
+
+Deliberate departures: no dropout (a few minutes of training never overfits 20k problems); bf16
+autocast on CPU only where it measured faster; the step budget is calibrated from the first steps'
+speed when only a time budget is given (the number of steps taken is recorded in pretrain.json).
+The model's forward goes through `DiffusionModel.logits`, so training sees exactly the attention mask
+and position ids that decoding will.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class PretrainConfig:
+    hidden: int = 128  # model width; 128 x 4 layers trained to higher accuracy in 4 minutes than 256 x 4
+    layers: int = 4
+    heads: int = 4
+    ffn: int = 512  # 4 x hidden, BERT's ratio
+    batch_size: int = 64  # sequences per step; larger batches gave fewer, not better, updates in the budget
+    lr: float = 2e-3  # peak; small post-LN BERTs tolerate a high rate with warmup
+    min_lr_ratio: float = 0.1  # cosine decays to lr * this
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-3  # smallest mask ratio t (LLaDA's eps): keeps 1/t bounded
+    grad_clip: float = 1.0
+    bf16: bool = True  # bf16 autocast: 1.4x the fp32 training speed on CPU (bench_model_classes.py)
+    max_position: int = 512  # position embeddings: prompt + gen_length must fit
+
+
+def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None = None, seed: int = 0,
+             progress: bool = True, out: str | os.PathLike | None = None,
+             config: PretrainConfig | None = None) -> Path:
+    """Train the tiny model for `task_name`; write it atomically to the cache (or `out`); return the folder.
+
+    Budget: `steps` if given (deterministic), else `seconds` (default: the task's `pretrain_seconds`),
+    turned into a step count from the speed of the first steps. Either way training also stops when
+    the time budget (if any) is spent.
+    """
+    from harness.models import DiffusionModel, tiny_model_path
+    from harness.tokenizer import build_tokenizer
+    from tasks import get_task
+
+    cfg = config or PretrainConfig()
+    task = get_task(task_name)
+    if seconds is None and steps is None:
+        seconds = float(getattr(task, "pretrain_seconds", 240.0))
+    gen_length = int(task.gen_defaults["gen_length"])
+    t_start = time.perf_counter()
+
+    train = task.load(split="train")
+    test = task.load(split="test")
+    prompts = [task.format_prompt(e) for e in train]
+    completions = [e.solution for e in train]
+    tokenizer = build_tokenizer(prompts + completions + [task.format_prompt(e) for e in test]
+                                + [e.solution for e in test])
+    eos_id, pad_id, mask_id = tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.mask_token_id
+    prompt_ids = tokenizer(prompts)["input_ids"]
+    comp_ids = tokenizer(completions)["input_ids"]
+    too_long = sum(len(c) >= gen_length for c in comp_ids)  # need room for at least one EOS
+    if too_long:
+        raise ValueError(f"{too_long} gold completions of {task_name!r} do not fit gen_length={gen_length} "
+                         "(plus one EOS); raise the task's gen_defaults['gen_length']")
+    if max(map(len, prompt_ids)) + gen_length > cfg.max_position:
+        raise ValueError(f"prompt + gen_length exceeds max_position={cfg.max_position}")
+    # completions padded with EOS to the fixed length, as LLaDA's SFT does
+    comp = torch.full((len(comp_ids), gen_length), eos_id, dtype=torch.long)  # (N, L)
+    for i, c in enumerate(comp_ids):
+        comp[i, :len(c)] = torch.tensor(c)
+
+    module = _build_module(cfg, vocab_size=len(tokenizer), pad_id=pad_id, seed=seed)
+    model = DiffusionModel(module, tokenizer, name=f"tiny-{task_name}", mask_id=mask_id, pad_id=pad_id,
+                           eos_id=eos_id)
+    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    batches = _batches(len(train), cfg.batch_size, gen)
+    autocast = _autocast(cfg.bf16)
+
+    total = steps or 10**9  # replaced after calibration when only a time budget is given
+    calibrate_at = 20
+    bar = _bar(progress, total if steps else None, task_name)
+    module.train()
+    losses: list[float] = []
+    step = 0
+    t_train = time.perf_counter()
+    while step < total:
+        if seconds is not None and time.perf_counter() - t_start > seconds:
+            break
+        if steps is None and step == calibrate_at:
+            per_step = (time.perf_counter() - t_train) / calibrate_at
+            left = seconds - (time.perf_counter() - t_start) - 5.0  # leave time to save
+            total = max(calibrate_at + 1, calibrate_at + int(left / per_step))
+            if bar is not None:
+                bar.total = total
+                bar.refresh()
+        idx = next(batches)
+        ids, attn, loss_mask = _collate([prompt_ids[i] for i in idx.tolist()], comp[idx], pad_id)
+        lr = _lr(step, total, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss = diffusion_loss(model, ids, attn, loss_mask, mask_id, cfg.eps, gen, autocast)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+        opt.step()
+        losses.append(loss.item())
+        step += 1
+        if bar is not None:
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}", lr=f"{lr:.1e}")
+    if bar is not None:
+        bar.close()
+    train_s = time.perf_counter() - t_train
+
+    module.eval()
+    info = {
+        "task": task_name, "seed": seed, "steps": step, "train_seconds": round(train_s, 1),
+        "total_seconds": round(time.perf_counter() - t_start, 1), "params": sum(p.numel() for p in module.parameters()),
+        "first_loss": round(sum(losses[:20]) / max(1, len(losses[:20])), 4) if losses else None,
+        "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4) if losses else None,
+        "train_examples": len(train), "vocab_size": len(tokenizer), "gen_defaults": dict(task.gen_defaults),
+        "config": asdict(cfg), "torch_threads": torch.get_num_threads(),
+    }
+    target = Path(out) if out is not None else tiny_model_path(task_name)
+    _save_atomic(module, tokenizer, info, target)
+    return target
+
+
+def diffusion_loss(model, ids: torch.Tensor, attn: torch.Tensor, loss_mask: torch.Tensor, mask_id: int,
+                   eps: float, gen: torch.Generator, autocast=contextlib.nullcontext) -> torch.Tensor:
+    """LLaDA's masked diffusion loss on one batch.
+
+    ids (B, S) clean sequences; attn (B, S) bool, False on left padding; loss_mask (B, S) bool, True on
+    the completion (the only positions that may be masked). Returns a scalar.
+    """
+    B, S = ids.shape
+    # stratified t: one uniform offset, B evenly spaced ratios, so every batch spans (eps, 1)
+    u = (torch.rand(1, generator=gen) + torch.arange(B) / B) % 1.0  # (B,)
+    t = (eps + (1 - eps) * u)[:, None]  # (B, 1)
+    masked = (torch.rand(B, S, generator=gen) < t) & loss_mask  # (B, S)
+    noisy = torch.where(masked, torch.full_like(ids, mask_id), ids)  # (B, S)
+    with autocast():
+        logits = model.logits(noisy, attn)  # (B, S, V)
+    ce = F.cross_entropy(logits.float().transpose(1, 2), ids, reduction="none")  # (B, S)
+    n_completion = loss_mask.sum()  # B * gen_length
+    return (ce * masked / t).sum() / n_completion
+
+
+def _autocast(bf16: bool):
+    """A factory of autocast contexts (bf16 on CPU) or of no-op contexts."""
+    if bf16:
+        return lambda: torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def _collate(prompts: list[list[int]], completions: torch.Tensor, pad_id: int):
+    """Left-pad prompts to the batch's longest and append the completions.
+
+    -> ids (B, P+L), attention mask (B, P+L) bool, loss mask (B, P+L) bool (True on the completion)."""
+    B, L = completions.shape
+    P = max(len(p) for p in prompts)
+    ids = torch.full((B, P + L), pad_id, dtype=torch.long)
+    attn = torch.zeros((B, P + L), dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p):P] = torch.tensor(p)
+        attn[i, P - len(p):] = True
+    ids[:, P:] = completions
+    loss_mask = torch.zeros_like(attn)
+    loss_mask[:, P:] = True
+    return ids, attn, loss_mask
+
+
+def _batches(n: int, batch_size: int, gen: torch.Generator):
+    """Endless shuffled minibatches of indices (a fresh permutation per epoch, last partial batch dropped)."""
+    while True:
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield perm[i:i + batch_size]
+
+
+def _lr(step: int, total: int, cfg: PretrainConfig) -> float:
+    warm = min(cfg.warmup_steps, max(1, total // 10))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    frac = min(1.0, (step - warm) / max(1, total - warm))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def _build_module(cfg: PretrainConfig, vocab_size: int, pad_id: int, seed: int) -> torch.nn.Module:
+    from transformers import BertConfig, BertForMaskedLM
+
+    config = BertConfig(vocab_size=vocab_size, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
+                        num_attention_heads=cfg.heads, intermediate_size=cfg.ffn,
+                        max_position_embeddings=cfg.max_position, type_vocab_size=1, pad_token_id=pad_id,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    # seed the initialisation without touching the caller's global RNG state
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return BertForMaskedLM(config)
+
+
+def _save_atomic(module, tokenizer, info: dict, target: Path) -> None:
+    """Write into a temporary sibling folder, then rename it into place (replacing an older model)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        module.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "pretrain.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _bar(enabled: bool, total: int | None, task_name: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"pretrain tiny-{task_name}", unit="step")

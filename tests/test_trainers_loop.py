@@ -1,0 +1,217 @@
+"""End-to-end tests of trainers/loop.py on a 2-layer BERT masked LM and a toy task (CPU, seconds).
+
+The fake adapter follows the DiffusionModel contract (docs/CONTRACTS.md); rollouts use the real
+decoders of harness/sampling.py.
+"""
+
+import math
+
+import pytest
+import torch
+from transformers import BertConfig, BertForMaskedLM
+
+from tasks.base import Example, RewardOutput, Task
+from trainers import METHODS
+from trainers.loop import TrainConfig, TrainingDiverged, train
+from trainers.rollout import prompt_indices
+
+PAD, MASK, EOS = 0, 1, 2
+LETTERS = "abcdefghijklm"  # ids 3..15
+V = 3 + len(LETTERS)
+
+
+class TinyBert:
+    """A DiffusionModel adapter around a 2-layer BertForMaskedLM; char-level tokens."""
+
+    def __init__(self, seed=0, image=False):
+        torch.manual_seed(seed)
+        cfg = BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=64)  # dropout 0.1: the loop must turn it off
+        self.module = BertForMaskedLM(cfg)
+        self.mask_id, self.pad_id, self.eos_id = MASK, PAD, (None if image else EOS)
+        self.image_token_range = (3, V) if image else None
+        self.device, self.name, self.tokenizer = torch.device("cpu"), "tiny-bert", None
+        self.poison = False
+
+    def logits(self, input_ids, attention_mask=None):
+        am = None if attention_mask is None else attention_mask.long()
+        out = self.module(input_ids=input_ids, attention_mask=am).logits
+        return out * math.nan if self.poison else out
+
+    def encode_prompts(self, prompts):
+        rows = [[3 + LETTERS.index(c) for c in p] for p in prompts]
+        P = max(len(r) for r in rows)
+        ids = torch.tensor([[PAD] * (P - len(r)) + r for r in rows])
+        return ids, ids != PAD
+
+    def decode_completion(self, ids):
+        out = []
+        for t in ids.tolist():
+            if t == EOS and self.eos_id is not None:
+                break
+            if t >= 3:
+                out.append(LETTERS[t - 3])
+        return "".join(out)
+
+
+class ToyTask(Task):
+    """Reward = fraction of completion characters equal to the reference letter."""
+
+    name, kind = "toy", "text"
+    gen_defaults = {"gen_length": 8, "block_length": 4, "steps": 4}
+
+    def extract(self, completion):
+        return completion
+
+    def verify(self, completion, reference):
+        return completion.count(reference) * 2 >= max(len(completion), 1)
+
+    def reward(self, completion, reference):
+        frac = completion.count(reference) / max(len(completion), 1)
+        return RewardOutput(total=frac, success=self.verify(completion, reference), terms={"match": frac})
+
+
+class ToyImageTask(ToyTask):
+    name, kind = "toy-image", "image"
+    gen_defaults = {"sampler": "maskgit", "gen_length": 8, "block_length": 8, "steps": 4}
+
+
+EXAMPLES = [Example(id=i, prompt=p, reference=r) for i, (p, r) in
+            enumerate([("abc", "a"), ("bcd", "b"), ("cde", "c"), ("def", "d"), ("efg", "e"), ("fgh", "f")])]
+
+# tiny budget: 2 steps x 2 prompts x 3 completions, 2 inner updates
+TINY = dict(steps=2, prompts_per_step=2, num_generations=3, lr=1e-3, temperature=1.0, eval_every=0)
+MU2 = {"mu": 2}
+
+
+def weights(model):
+    return torch.cat([p.detach().flatten().clone() for p in model.module.parameters()])
+
+
+@pytest.mark.parametrize("method", ["maskgrpo", "diffu-grpo", "unigrpo", "coupled-grpo", "tracerl", "wd1", "spg"])
+def test_tiny_run_of_every_method_changes_weights_and_keeps_loss_finite(method):
+    model = TinyBert()
+    before = weights(model)
+    over = dict(MU2, shrink=1) if method == "tracerl" else MU2
+    res = train(model, ToyTask(), method, EXAMPLES, [], TrainConfig(**TINY, method_overrides=over),
+                seed=0, progress=False)
+    assert not torch.equal(before, weights(model))
+    assert res.steps == 2 and len(res.curve) == 2
+    # equal budget by construction: steps x prompts_per_step x G
+    assert res.rollout_budget == 2 * 2 * 3
+    for row in res.curve:
+        assert math.isfinite(row["loss"]) and math.isfinite(row["grad_norm"])
+        assert row["nfe"] == 4  # one decoder call per denoising step over the 6-row batch
+    assert res.config["method"] == method and res.config["mu"] == 2 and res.config["prompts_per_step"] == 2
+
+
+def test_first_update_has_ratio_exactly_one_and_zero_kl():
+    # mu = 1: the only update is on-policy, old = current, and the reference (frozen initial weights)
+    # equals the current policy, so rho = exp(0) = 1 and k3 = exp(0) - 0 - 1 = 0 on every scored token.
+    # BERT has dropout 0.1: this holds only because the loop runs the module in eval mode.
+    res = train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [],
+                TrainConfig(**dict(TINY, steps=1), method_overrides={"mu": 1, "beta": 0.04}), seed=0, progress=False)
+    row = res.curve[0]
+    assert row["ratio_mean"] == 1.0 and row["ratio_min"] == 1.0 and row["ratio_max"] == 1.0
+    assert row["kl"] == 0.0 and row["clip_frac"] == 0.0
+
+
+def test_same_seed_reproduces_the_run_and_another_seed_does_not():
+    runs = []
+    for seed in (0, 0, 1):
+        model = TinyBert()
+        res = train(model, ToyTask(), "maskgrpo", EXAMPLES, [], TrainConfig(**TINY, method_overrides=MU2),
+                    seed=seed, progress=False)
+        runs.append(([r["reward"] for r in res.curve], weights(model)))
+    assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
+    assert not torch.equal(runs[0][1], runs[2][1])
+
+
+def test_micro_batches_give_the_same_update_as_one_batch():
+    out = []
+    for mb in (None, 2):
+        model = TinyBert()
+        train(model, ToyTask(), "unigrpo", EXAMPLES, [],
+              TrainConfig(**dict(TINY, steps=1, micro_batch_size=mb), method_overrides=MU2), seed=0, progress=False)
+        out.append(weights(model))
+    assert torch.allclose(out[0], out[1], atol=1e-6)
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    cfg3 = TrainConfig(**dict(TINY, steps=3), method_overrides=MU2)
+    straight = TinyBert()
+    train(straight, ToyTask(), "maskgrpo", EXAMPLES, [], cfg3, seed=0, progress=False)
+
+    first = TinyBert()
+    train(first, ToyTask(), "maskgrpo", EXAMPLES, [], TrainConfig(**dict(TINY, steps=2), method_overrides=MU2),
+          seed=0, out_dir=tmp_path, progress=False, checkpoint_every=1)
+    resumed = TinyBert()  # fresh initial weights, as after reloading the base model
+    res = train(resumed, ToyTask(), "maskgrpo", EXAMPLES, [], cfg3, seed=0, out_dir=tmp_path, progress=False,
+                resume=True)
+    assert [r["step"] for r in res.curve] == [1, 2, 3] and res.steps == 3
+    assert torch.allclose(weights(straight), weights(resumed), atol=1e-6)
+
+
+def test_resume_with_a_different_method_setting_is_refused(tmp_path):
+    train(TinyBert(), ToyTask(), "maskgrpo", EXAMPLES, [], TrainConfig(**TINY, method_overrides=MU2), seed=0,
+          out_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="different configuration"):
+        train(TinyBert(), ToyTask(), "maskgrpo", EXAMPLES, [],
+              TrainConfig(**dict(TINY, steps=3), method_overrides={"mu": 3}), seed=0, out_dir=tmp_path,
+              progress=False, resume=True)
+
+
+def test_non_finite_loss_raises_and_keeps_the_last_good_checkpoint(tmp_path):
+    model = TinyBert()
+    cfg = TrainConfig(**dict(TINY, steps=1), method_overrides=MU2)
+    train(model, ToyTask(), "diffu-grpo", EXAMPLES, [], cfg, seed=0, out_dir=tmp_path, progress=False)
+    saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    model.poison = True  # logits become NaN from now on
+    with pytest.raises(TrainingDiverged, match="non-finite .* step 2.*last good checkpoint"):
+        train(model, ToyTask(), "diffu-grpo", EXAMPLES, [], TrainConfig(**dict(TINY, steps=2), method_overrides=MU2),
+              seed=0, out_dir=tmp_path, progress=False, resume=True)
+    again = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)
+    assert again["step"] == saved["step"] == 1
+
+
+def test_periodic_evaluation_fills_eval_columns_at_step_zero_and_every_n_steps():
+    calls = []
+
+    def evaluate_fn(m):
+        calls.append(1)
+        return {"accuracy": 0.5}
+
+    res = train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [],
+                TrainConfig(**dict(TINY, steps=3, eval_every=2), method_overrides={"mu": 1}), seed=0,
+                evaluate_fn=evaluate_fn, progress=False)
+    assert [r["step"] for r in res.curve] == [0, 1, 2, 3]
+    assert [r.get("eval_accuracy") for r in res.curve] == [0.5, None, 0.5, 0.5]  # 0, every 2, and the last
+    assert res.curve[0]["reward"] is None and len(calls) == 3
+
+
+def test_maskgrpo_on_an_image_task_uses_the_emerge_sampler_and_image_epsilon():
+    model = TinyBert(image=True)
+    before = weights(model)
+    res = train(model, ToyImageTask(), "maskgrpo", EXAMPLES, [], TrainConfig(**TINY, method_overrides=MU2),
+                seed=0, progress=False)
+    assert res.config["sampler"] == "emerge" and res.config["epsilon"] == 0.001 and res.config["gamma"] == 0.8
+    assert not torch.equal(before, weights(model))
+
+
+def test_for_task_routes_method_fields_and_rejects_unknown_keys():
+    cfg = TrainConfig.for_task(ToyTask(), "maskgrpo", steps=7, lr=1e-5, mu=3)
+    assert cfg.steps == 7 and cfg.lr == 1e-5 and cfg.method_overrides == {"mu": 3}
+    with pytest.raises(ValueError, match="unknown training setting 'nope'"):
+        TrainConfig.for_task(ToyTask(), "maskgrpo", nope=1)
+
+
+def test_prompts_cycle_through_shuffled_epochs():
+    # 6 examples, 4 per step: steps 1-3 read positions 0..11 = two full epochs, each a permutation
+    seen = sum((prompt_indices(6, 4, s, seed=0) for s in (1, 2, 3)), [])
+    assert sorted(seen[:6]) == list(range(6)) and sorted(seen[6:]) == list(range(6))
+    assert prompt_indices(6, 4, 2, seed=0) == prompt_indices(6, 4, 2, seed=0)
+
+
+def test_every_method_is_registered_and_none_is_not():
+    assert METHODS.names() == sorted(["maskgrpo", "diffu-grpo", "unigrpo", "coupled-grpo", "tracerl", "wd1", "spg"])
+    assert "none" not in METHODS

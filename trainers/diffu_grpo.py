@@ -1,0 +1,54 @@
+"""diffu-GRPO (d1: Scaling Reasoning in Diffusion LLMs via RL, Zhao et al. 2025; code
+github.com/dllm-reasoning/d1): the one-step log-prob estimate.
+
+Every inner iteration hides the whole completion and each real prompt token with probability 0.15
+(a fresh draw per iteration), and scores every completion token in a single forward pass - a mean-field
+estimate of log pi(o_k | q). Advantages r - mean; the shared clipped surrogate + beta * k3 KL.
+
+Departures from the published method:
+* The reference policy is the frozen initial model; d1's config syncs it every 64 steps (TR-DPO style).
+* Only real prompt tokens can be hidden; d1 draws the prompt mask over padding too (a hidden pad
+  changes nothing the model attends to).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from trainers.estimators import RolloutBatch, bernoulli, make_view
+from trainers.grpo import MethodConfig, centered_advantages
+from trainers.methods import Method, register
+
+
+@dataclass
+class DiffuGRPOConfig(MethodConfig):
+    mu: int = 12  # num_iterations in d1's diffu-grpo/slurm_scripts/train.yaml
+    epsilon: float = 0.5  # d1 train.yaml
+    beta: float = 0.04  # d1 train.yaml
+    p_mask_prompt: float = 0.15  # d1 train.yaml: prompt tokens hidden per iteration (a regulariser)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.p_mask_prompt <= 1.0:
+            raise ValueError(f"p_mask_prompt={self.p_mask_prompt} must be a probability")
+
+
+def advantages(rewards: torch.Tensor, cfg: DiffuGRPOConfig) -> torch.Tensor:
+    return centered_advantages(rewards)
+
+
+def views(j: int, batch: RolloutBatch, cfg: DiffuGRPOConfig, gen: torch.Generator):
+    return [one_step_view(batch, cfg.p_mask_prompt, gen)]
+
+
+def one_step_view(batch: RolloutBatch, p_mask_prompt: float, gen: torch.Generator):
+    """d1's estimator: completion fully hidden, prompt tokens hidden at rate p_mask_prompt (wd1 reuses it)."""
+    hide_prompt = bernoulli(torch.full((batch.B, batch.P), p_mask_prompt), gen)  # (B, P)
+    everything = torch.ones_like(batch.valid)  # (B, L)
+    return make_view(batch, hide_completion=everything, score=everything, hide_prompt=hide_prompt)
+
+
+register(Method("diffu-grpo", DiffuGRPOConfig, advantages, views,
+                summary="d1: completion fully masked, prompt masked at 0.15, one-step log-prob"))

@@ -1,0 +1,172 @@
+"""Masking schemes: which tokens are hidden when the log-probability of a completion token is estimated.
+
+A masked diffusion model has no tractable log pi(o|q); every method estimates it from one or more
+*views* of the rollout: a copy of (prompt, completion) with some positions replaced by the mask id, on
+which the model predicts the hidden completion tokens. A view says which completion tokens it scores
+and with what weight. `combine_views` turns the per-view log-probs into one estimate per token.
+
+The loop calls a method's `views(j, batch, cfg, generator)` once per inner iteration j, with one
+generator per (seed, step, j): the current, old and reference policies all see the *same* views
+("managed randomness", MaskGRPO section 3.2).
+
+Every function here is pure: tensors and a `torch.Generator` in, tensors out; random draws happen on
+the CPU generator and are then moved to the batch's device, so a seed gives the same masks on any device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from harness.config import derive_seed
+
+
+@dataclass
+class RolloutBatch:
+    """The B = N*G completions of one rollout batch (this process's share), row b = prompt b // G."""
+
+    prompt_ids: torch.Tensor  # (B, P) long, left-padded
+    prompt_mask: torch.Tensor  # (B, P) bool, False on padding
+    completion_ids: torch.Tensor  # (B, L) long
+    valid: torch.Tensor  # (B, L) bool: tokens up to and including the first EOS (all of them for images)
+    commit_step: torch.Tensor  # (B, L) long: decoder step that committed each token (TraceRL)
+    mask_id: int
+    kind: str = "text"  # the task's kind: text | code | image
+    block_length: int = 0  # semi-autoregressive block of the rollout decoder; 0 = the whole completion
+    seed: int = 0  # randomness shared by all inner iterations of this batch (unigrpo's start ratios)
+
+    @property
+    def B(self) -> int:
+        return self.completion_ids.shape[0]
+
+    @property
+    def P(self) -> int:
+        return self.prompt_ids.shape[1]
+
+    @property
+    def L(self) -> int:
+        return self.completion_ids.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.completion_ids.device
+
+    def generator(self, *tag: object) -> torch.Generator:
+        """A CPU generator for randomness that must be the same in every inner iteration."""
+        return torch.Generator().manual_seed(derive_seed(self.seed, *tag))
+
+
+@dataclass
+class MaskedView:
+    """One masked copy of the rollout batch and the completion tokens it scores."""
+
+    input_ids: torch.Tensor  # (B, P+L) long: hidden positions hold the mask id
+    attention_mask: torch.Tensor  # (B, P+L) bool
+    score: torch.Tensor  # (B, L) bool: completion tokens whose log-prob this view estimates
+    weight: torch.Tensor  # (B, L) float: weight of each scored log-prob (1, or 1/t for ELBO-style terms)
+    region: torch.Tensor | None = None  # (B, L) bool: tokens the view covers, scored or not (spg's block)
+
+    def rows(self, sl: slice) -> MaskedView:
+        return MaskedView(self.input_ids[sl], self.attention_mask[sl], self.score[sl], self.weight[sl],
+                          None if self.region is None else self.region[sl])
+
+
+def make_view(batch: RolloutBatch, hide_completion: torch.Tensor, score: torch.Tensor,
+              hide_prompt: torch.Tensor | None = None, weight: torch.Tensor | float | None = None,
+              region: torch.Tensor | None = None) -> MaskedView:
+    """Build a view. Only real prompt tokens can be hidden; only valid completion tokens are scored."""
+    dev = batch.device
+    hide_completion = hide_completion.to(dev)  # (B, L) bool
+    hp = torch.zeros_like(batch.prompt_mask) if hide_prompt is None else hide_prompt.to(dev) & batch.prompt_mask
+    ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1).clone()  # (B, P+L)
+    ids[torch.cat([hp, hide_completion], dim=1)] = batch.mask_id
+    attn = torch.cat([batch.prompt_mask, torch.ones_like(batch.valid)], dim=1)  # (B, P+L)
+    score = score.to(dev) & batch.valid
+    if weight is None:
+        weight = 1.0
+    w = weight.to(dev, torch.float32) if torch.is_tensor(weight) else torch.full(score.shape, float(weight), device=dev)
+    w = w.expand(score.shape)
+    reg = None if region is None else region.to(dev) & batch.valid
+    return MaskedView(ids, attn, score, w, reg)
+
+
+def combine_views(logps: list[torch.Tensor], views: list[MaskedView]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One log-prob estimate per token: the weighted mean over the views that score it.
+
+    logps[v] (B, L) is the model's log-prob of each completion token in view v. Returns the estimate
+    (B, L) (0 where no view scores the token) and the scored mask (B, L) bool. With a single view of
+    weight 1 this is that view's log-prob; coupled-grpo's three views give (lp_full + lp_partial/t)/2.
+    """
+    num = sum(torch.where(v.score, v.weight * lp, torch.zeros_like(lp)) for lp, v in zip(logps, views))
+    den = sum(v.score.float() for v in views)  # (B, L)
+    return num / den.clamp(min=1.0), den > 0
+
+
+def completion_validity(completion_ids: torch.Tensor, eos_id: int | None, mask_id: int) -> torch.Tensor:
+    """(B, L) bool: positions up to and including the first EOS that the decoder filled (d1's mask)."""
+    valid = completion_ids != mask_id  # (B, L)
+    if eos_id is None:
+        return valid
+    is_eos = completion_ids == eos_id
+    after = (is_eos.long().cumsum(1) - is_eos.long()) > 0  # strictly after the first EOS
+    return valid & ~after
+
+
+# ---- schedules and masks ---------------------------------------------------------------------------------
+def bernoulli(probs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Independent draws: True with probability probs (any shape, CPU)."""
+    return torch.rand(probs.shape, generator=gen) < probs.cpu()
+
+
+def maskgrpo_schedule(mu: int, gamma: float, t_max: float = 0.999) -> list[float]:
+    """MaskGRPO's truncated ratios: t_j = min(gamma + (1 - gamma) (j+1)/mu, t_max), rising to t_max."""
+    return [min(gamma + (1.0 - gamma) * (j + 1) / mu, t_max) for j in range(mu)]
+
+
+def fading_out_probs(t: float, L: int) -> torch.Tensor:
+    """(L,) probability that position n is hidden: 1 - 2(1-t)(1 - n/(L-1)), clamped to [0, 1].
+
+    Later tokens are hidden more often (AR-like). Before clamping the mean over n is exactly t, so the
+    expected hidden fraction is t whenever nothing clamps at 0, i.e. for t >= 0.5.
+    """
+    if L == 1:
+        return torch.tensor([float(t)])
+    n = torch.arange(L, dtype=torch.float64) / (L - 1)  # n/(L-1) in [0, 1]
+    return (1.0 - 2.0 * (1.0 - t) * (1.0 - n)).clamp(0.0, 1.0).float()
+
+
+def uniform_mask(rates: torch.Tensor, L: int, gen: torch.Generator) -> torch.Tensor:
+    """(B, L) bool: each position hidden independently with its row's rate; rates (B,)."""
+    return bernoulli(rates.float().cpu()[:, None].expand(-1, L), gen)
+
+
+def structured_rates(start: torch.Tensor, j: int, mu: int) -> torch.Tensor:
+    """UniGRPO's structured noising (MMaDA Algorithm 1): a random start ratio u, then the other mu-1
+    ratios evenly spaced from u to 1: t_j = u + j (1 - u) / (mu - 1); start (B,) in [0, 1)."""
+    if mu == 1:
+        return start
+    return start + j * (1.0 - start) / (mu - 1)
+
+
+def block_positions(L: int, block_length: int) -> torch.Tensor:
+    """(L,) long: the block index of each completion position (one block if block_length is 0 or L)."""
+    b = block_length if 0 < block_length < L else L
+    return torch.arange(L) // b
+
+
+def trace_group_masks(commit_step: torch.Tensor, group: int, shrink: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """TraceRL's view of merged step `group` (decoder steps [group*shrink, (group+1)*shrink)).
+
+    Returns (hide, score), both (B, L) bool: every token committed at or after the group's first step
+    is hidden - the state the decoder was in when it began that group - and the tokens committed
+    within the group are scored. Tokens with no recorded step (-1) stay visible and unscored.
+    """
+    first = group * shrink
+    hide = commit_step >= first
+    score = hide & (commit_step < first + shrink)
+    return hide, score
+
+
+def trace_num_groups(commit_step: torch.Tensor, shrink: int) -> int:
+    return int(commit_step.max().item()) // shrink + 1 if commit_step.numel() and commit_step.max() >= 0 else 0

@@ -1,0 +1,70 @@
+"""MaskGRPO (Consolidating RL for Multimodal Discrete Diffusion Models, arXiv 2510.02880; code
+github.com/martian422/MaskGRPO): truncated mask ratios and modality-specific masking.
+
+Inner iteration j of mu uses the ratio t_j = min(gamma + (1 - gamma)(j+1)/mu, 0.999) for every row:
+* text (and code): "fading-out" AR-like masking - position n of the L-token completion is hidden with
+  probability 1 - 2(1-t)(1 - n/(L-1)), clamped to [0, 1], so later tokens are hidden more often;
+* image: each image token hidden uniformly with probability t (gamma = 0.8); rollouts use the emerge
+  sampler unless the shared config names another.
+The prompt is never hidden; the hidden completion tokens are scored; advantages (r - mean)/(std + 1e-5);
+the loss is the shared clipped surrogate + beta * k3 KL.
+
+Departures from the published method:
+* The reference policy is the frozen initial model. MaskGRPO's code syncs it to the policy every 64
+  steps (TR-DPO style, `sync_ref_model`); the harness keeps one reference for every method.
+* Masks are drawn per position independently (Bernoulli with the probability above); the code does the
+  same, so the *number* of hidden tokens varies around t*L.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from trainers.estimators import RolloutBatch, bernoulli, fading_out_probs, make_view, maskgrpo_schedule
+from trainers.grpo import MethodConfig, std_normalized_advantages
+from trainers.methods import Method, register
+
+
+@dataclass
+class MaskGRPOConfig(MethodConfig):
+    mu: int = 12  # NUM_ITER=12 in scripts/train/t2t_grpo_train.sh and num_iterations in configs/rl.yaml
+    epsilon: float = 0.2  # configs/rl.yaml (text); replaced by image_epsilon on image tasks
+    beta: float = 0.01  # configs/rl.yaml
+    gamma: float = 0.6  # lowest mask ratio for text, MIN_MASK=0.6 in t2t_grpo_train.sh (paper: gamma = 0.6)
+    image_gamma: float = 0.8  # truncation for images (paper's T2I setting)
+    image_epsilon: float = 0.001  # clip range of its image scripts
+    t_max: float = 0.999  # the ratio never reaches 1 (a fully hidden completion gives no fading signal)
+    adv_eps: float = 1e-5  # advantage = (r - mean) / (std + adv_eps)
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("gamma", "image_gamma"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1)")
+
+    def for_kind(self, kind: str) -> MaskGRPOConfig:
+        return replace(self, gamma=self.image_gamma, epsilon=self.image_epsilon) if kind == "image" else self
+
+
+def advantages(rewards: torch.Tensor, cfg: MaskGRPOConfig) -> torch.Tensor:
+    return std_normalized_advantages(rewards, eps=cfg.adv_eps)
+
+
+def views(j: int, batch: RolloutBatch, cfg: MaskGRPOConfig, gen: torch.Generator):
+    t = maskgrpo_schedule(cfg.mu, cfg.gamma, cfg.t_max)[j]
+    if batch.kind == "image":
+        probs = torch.full((batch.B, batch.L), t)  # (B, L) uniform over image tokens
+    else:
+        probs = fading_out_probs(t, batch.L)[None, :].expand(batch.B, -1)  # (B, L) rises along the text
+    hide = bernoulli(probs, gen)  # (B, L)
+    return [make_view(batch, hide_completion=hide, score=hide)]
+
+
+def rollout_sampler(kind: str) -> str | None:
+    return "emerge" if kind == "image" else None
+
+
+register(Method("maskgrpo", MaskGRPOConfig, advantages, views, rollout_sampler=rollout_sampler,
+                summary="truncated ratios; fading-out masking (text), uniform masking + emerge sampler (image)"))

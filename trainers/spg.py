@@ -1,0 +1,117 @@
+"""SPG (Sandwiched Policy Gradient for Masked Diffusion Language Models, Wang et al. 2025,
+arXiv 2510.09541; code github.com/facebookresearch/SPG): lower bound up for good, upper bound down for bad.
+
+Each inner iteration draws m block-wise views per completion: a random block b of the rollout decoder's
+block size (among the blocks that hold text) is the "current" block, hidden at a rate t ~ U(0, 1); earlier blocks and the prompt stay
+visible except for a light perturbation (each token hidden with probability 0.15); later blocks are fully
+hidden. Per token i of the current block, with w = (block tokens)/(hidden block tokens):
+
+    ELBO_i = mean over views covering i of  w * 1[i hidden] * log p(x_i | view)
+    EUBO_i = (1/beta_u) * log( mean over views covering i of  w * 1[i hidden] * p(x_i | view)^beta_u )
+
+each averaged over the covered tokens of the completion. With A = r - mean, the per-completion loss is
+-A * ELBO when A >= 0 and -A * (omega * EUBO + (1 - omega) * ELBO) when A < 0 ("SPG w/ Mixture",
+omega = 0.5, beta_u = 1.5). It is a plain policy gradient: no ratio, no old policy, no clip.
+
+Departures from the published method (kept simple on purpose):
+* The bound of a completion is the mean over its covered tokens (a per-token normalisation); SPG's code
+  additionally weights completions by their length in the batch average.
+* The hidden-block weight is the observed fraction hidden, t_emp = hidden/block (SPG divides by the
+  empirical t too); a row whose block draws no hidden token contributes nothing in that view.
+* EUBO's constant C(T) is dropped (it has no gradient); the log-mean-exp is over the m views only.
+* beta (KL) defaults to 0 as in its scripts; a beta > 0 adds the shared k3 KL to the frozen initial model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from trainers.estimators import RolloutBatch, block_positions, combine_views, make_view
+from trainers.grpo import LossInputs, LossOutput, MethodConfig, centered_advantages, kl_term, masked_row_mean
+from trainers.methods import Method, register
+
+
+@dataclass
+class SPGConfig(MethodConfig):
+    mu: int = 4  # NUM_ITER=4 in its spg_mix run scripts
+    epsilon: float = 0.5  # unused: SPG has no ratio to clip (kept for a uniform config record)
+    beta: float = 0.0  # `--beta 0.0`: its trainer raises on a KL term
+    num_mc: int = 3  # m, Monte Carlo views per update (`--num_t 3`)
+    eubo_beta: float = 1.5  # beta_u >= 1 of the Renyi upper bound (`--eubo_beta 1.5`)
+    mix_weight: float = 0.5  # omega of the mixture for negative advantages (`--mix_weight 0.5`)
+    bound: str = "mix"  # negative-advantage bound: mix | eubo | elbo (`--logp_estimation mix`)
+    p_mask_clean: float = 0.15  # perturbation of the prompt and the clean earlier blocks (paper 3.3)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.bound not in ("mix", "eubo", "elbo"):
+            raise ValueError(f"bound={self.bound!r}; choose mix, eubo or elbo")
+        if int(self.num_mc) < 1 or self.eubo_beta < 1.0 or not 0.0 <= self.mix_weight <= 1.0:
+            raise ValueError("need num_mc >= 1, eubo_beta >= 1 and 0 <= mix_weight <= 1")
+
+
+def advantages(rewards: torch.Tensor, cfg: SPGConfig) -> torch.Tensor:
+    return centered_advantages(rewards)
+
+
+def block_view(batch: RolloutBatch, p_mask_clean: float, gen: torch.Generator):
+    """One block-wise view: a random current block per row, hidden at a random rate t ~ U(0, 1)."""
+    B, L = batch.B, batch.L
+    blk = block_positions(L, batch.block_length)  # (L,)
+    valid = batch.valid.cpu()  # (B, L)
+    last = torch.where(valid, blk[None, :], torch.zeros_like(blk)[None, :]).max(1).values  # (B,) last block with text
+    current = (torch.rand(B, generator=gen) * (last + 1)).long()[:, None]  # (B, 1) uniform over those blocks
+    t = torch.rand(B, 1, generator=gen)  # (B, 1)
+    u = torch.rand(B, L, generator=gen)  # (B, L)
+    region = blk[None, :] == current  # (B, L) the current block
+    hide = (blk[None, :] > current) | (region & (u < t)) | ((blk[None, :] < current) & (u < p_mask_clean))
+    hide_prompt = torch.rand(B, batch.P, generator=gen) < p_mask_clean  # (B, P)
+    score = region & hide
+    n_region = (region & valid).sum(1, keepdim=True).float()  # (B, 1)
+    n_hidden = (score & valid).sum(1, keepdim=True).float()
+    w = n_region / n_hidden.clamp(min=1.0)  # (B, 1): 1 / empirical t
+    return make_view(batch, hide_completion=hide, score=score, hide_prompt=hide_prompt,
+                     weight=w.expand(B, L), region=region)
+
+
+def views(j: int, batch: RolloutBatch, cfg: SPGConfig, gen: torch.Generator):
+    return [block_view(batch, cfg.p_mask_clean, gen) for _ in range(cfg.num_mc)]
+
+
+def bounds(logps: list[torch.Tensor], views_: list, eubo_beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-completion (ELBO, EUBO) estimates, each (B,), from m views (see the module docstring)."""
+    lp = torch.stack(logps)  # (m, B, L)
+    s = torch.stack([v.score for v in views_])  # (m, B, L) bool
+    w = torch.stack([v.weight for v in views_])  # (m, B, L)
+    region = torch.stack([v.region for v in views_])  # (m, B, L) bool
+    cover = region.sum(0).float()  # (B, L): views in which the token's block was current
+    covered = cover > 0
+    elbo_tok = torch.where(s, w * lp, torch.zeros_like(lp)).sum(0) / cover.clamp(min=1.0)  # (B, L)
+    has = s.any(0)  # (B, L): hidden in at least one covering view
+    log_terms = torch.where(s, torch.log(w) + eubo_beta * lp, torch.full_like(lp, -math.inf))  # (m, B, L)
+    # tokens never hidden get a finite dummy so that logsumexp (and its gradient) stays finite
+    first = torch.zeros_like(s)
+    first[0] = True
+    log_terms = torch.where(first & ~has[None], torch.zeros_like(lp), log_terms)
+    lme = torch.logsumexp(log_terms, dim=0) - torch.log(cover.clamp(min=1.0))  # (B, L) log-mean-exp
+    eubo_tok = torch.where(has, lme / eubo_beta, torch.zeros_like(lme))
+    return masked_row_mean(elbo_tok, covered), masked_row_mean(eubo_tok, has)
+
+
+def loss(inp: LossInputs, cfg: SPGConfig) -> LossOutput:
+    elbo, eubo = bounds(inp.logp, inp.views, cfg.eubo_beta)  # (B,), (B,)
+    negative = {"mix": cfg.mix_weight * eubo + (1.0 - cfg.mix_weight) * elbo, "eubo": eubo, "elbo": elbo}[cfg.bound]
+    A = inp.advantages
+    per_seq = -A * torch.where(A >= 0, elbo, negative)
+    est, scored = combine_views(inp.logp, inp.views)
+    kl = kl_term(inp, est, cfg.beta)
+    if kl is not None:
+        per_seq = per_seq + cfg.beta * masked_row_mean(kl, scored)
+    return LossOutput(per_seq, scored, kl=None if kl is None else kl.detach())
+
+
+register(Method("spg", SPGConfig, advantages, views, loss=loss, uses_old_policy=False,
+                summary="block-wise masking; ELBO for positive, EUBO/ELBO mixture for negative advantages"))

@@ -16,9 +16,10 @@ the gold completion padded with [EOS] to the task's `gen_length`. Per sequence a
 probability t; the loss is the cross-entropy on masked tokens weighted 1/t, summed and divided by
 B * gen_length. The prompt is never masked. AdamW with linear warmup then cosine decay.
 
-Deliberate departures: no dropout (a few minutes of training never overfits 20k problems); bf16
-autocast on CPU only where it measured faster; the step budget is calibrated from the first steps'
-speed when only a time budget is given (the number of steps taken is recorded in pretrain.json).
+Deliberate departures: no dropout (a few minutes of training never overfits 20k problems); with a
+time budget the cosine schedule runs on the fraction of the budget spent, so it ends decayed however
+fast the machine is (the steps taken are recorded in pretrain.json; pass `steps` for a deterministic
+run); on a shared CPU the thread count is chosen by timing (see `_ThreadChooser`).
 The model's forward goes through `DiffusionModel.logits`, so training sees exactly the attention mask
 and position ids that decoding will.
 """
@@ -62,9 +63,8 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
              config: PretrainConfig | None = None) -> Path:
     """Train the tiny model for `task_name`; write it atomically to the cache (or `out`); return the folder.
 
-    Budget: `steps` if given (deterministic), else `seconds` (default: the task's `pretrain_seconds`),
-    turned into a step count from the speed of the first steps. Either way training also stops when
-    the time budget (if any) is spent.
+    Budget: `steps` (deterministic given the seed), `seconds` for the whole call (default: the task's
+    `pretrain_seconds`), or both (whichever ends first).
     """
     from harness.models import DiffusionModel, tiny_model_path
     from harness.tokenizer import build_tokenizer
@@ -82,7 +82,7 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
     prompts = [task.format_prompt(e) for e in train]
     completions = [e.solution for e in train]
     tokenizer = build_tokenizer(prompts + completions + [task.format_prompt(e) for e in test]
-                                + [e.solution for e in test])
+                                + [e.solution for e in test], multi=getattr(task, "tiny_tokens", ()))
     eos_id, pad_id, mask_id = tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.mask_token_id
     prompt_ids = tokenizer(prompts)["input_ids"]
     comp_ids = tokenizer(completions)["input_ids"]
@@ -104,42 +104,44 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
     gen = torch.Generator().manual_seed(seed)
     batches = _batches(len(train), cfg.batch_size, gen)
     autocast = _autocast(cfg.bf16)
-
-    total = steps or 10**9  # replaced after calibration when only a time budget is given
-    calibrate_at = 20
-    bar = _bar(progress, total if steps else None, task_name)
-    module.train()
+    # the time left for training once data and tokenizer are ready, minus a margin for saving
+    budget = None if seconds is None else max(1.0, seconds - (time.perf_counter() - t_start) - 3.0)
+    bar = _bar(progress, steps, budget, task_name)
+    threads = _ThreadChooser()
     losses: list[float] = []
     step = 0
     t_train = time.perf_counter()
-    while step < total:
-        if seconds is not None and time.perf_counter() - t_start > seconds:
-            break
-        if steps is None and step == calibrate_at:
-            per_step = (time.perf_counter() - t_train) / calibrate_at
-            left = seconds - (time.perf_counter() - t_start) - 5.0  # leave time to save
-            total = max(calibrate_at + 1, calibrate_at + int(left / per_step))
+    module.train()
+    try:
+        while True:
+            # progress through the schedule: by steps, or by the time budget, whichever ends first
+            elapsed = time.perf_counter() - t_train
+            frac = max(step / steps if steps else 0.0, elapsed / budget if budget else 0.0)
+            if frac >= 1.0:
+                break
+            threads.before_step(step)
+            t0 = time.perf_counter()
+            idx = next(batches)
+            ids, attn, loss_mask = _collate([prompt_ids[i] for i in idx.tolist()], comp[idx], pad_id)
+            lr = _lr(step, frac, cfg)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss = diffusion_loss(model, ids, attn, loss_mask, mask_id, cfg.eps, gen, autocast)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+            opt.step()
+            threads.after_step(time.perf_counter() - t0)
+            losses.append(loss.item())
+            step += 1
             if bar is not None:
-                bar.total = total
-                bar.refresh()
-        idx = next(batches)
-        ids, attn, loss_mask = _collate([prompt_ids[i] for i in idx.tolist()], comp[idx], pad_id)
-        lr = _lr(step, total, cfg)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        loss = diffusion_loss(model, ids, attn, loss_mask, mask_id, cfg.eps, gen, autocast)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
-        opt.step()
-        losses.append(loss.item())
-        step += 1
+                bar.update(1 if steps else min(bar.total, int(time.perf_counter() - t_train)) - bar.n)
+                if step % 10 == 0:
+                    bar.set_postfix(step=step, loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}", lr=f"{lr:.1e}")
+    finally:
+        threads.restore()
         if bar is not None:
-            bar.update(1)
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}", lr=f"{lr:.1e}")
-    if bar is not None:
-        bar.close()
+            bar.close()
     train_s = time.perf_counter() - t_train
 
     module.eval()
@@ -149,7 +151,8 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
         "first_loss": round(sum(losses[:20]) / max(1, len(losses[:20])), 4) if losses else None,
         "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4) if losses else None,
         "train_examples": len(train), "vocab_size": len(tokenizer), "gen_defaults": dict(task.gen_defaults),
-        "config": asdict(cfg), "torch_threads": torch.get_num_threads(),
+        "tokens_per_step": int(cfg.batch_size * (sum(map(len, prompt_ids)) / len(prompt_ids) + gen_length)),
+        "config": asdict(cfg), "torch_threads": threads.summary(),
     }
     target = Path(out) if out is not None else tiny_model_path(task_name)
     _save_atomic(module, tokenizer, info, target)
@@ -208,12 +211,53 @@ def _batches(n: int, batch_size: int, gen: torch.Generator):
             yield perm[i:i + batch_size]
 
 
-def _lr(step: int, total: int, cfg: PretrainConfig) -> float:
-    warm = min(cfg.warmup_steps, max(1, total // 10))
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    frac = min(1.0, (step - warm) / max(1, total - warm))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+def _lr(step: int, frac: float, cfg: PretrainConfig) -> float:
+    """Linear warmup over the first `warmup_steps`, then cosine from lr to lr * min_lr_ratio as the
+    schedule's fraction `frac` (of the steps or of the time budget) goes from 0 to 1."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+
+class _ThreadChooser:
+    """Pick the faster of torch's default thread count and one thread, and re-check now and then.
+
+    On a shared CPU, OpenMP threads that wait for a descheduled sibling make two threads up to 4x
+    slower than one (measured on a 2-core machine while another process ran); on an idle machine two
+    are ~1.9x faster. Each probe times `probe` steps with each setting (timing only: the steps are
+    ordinary training steps) and keeps the faster. The caller's setting is restored at the end.
+    """
+
+    def __init__(self, every: int = 200, probe: int = 4, warmup: int = 6):
+        self.default = torch.get_num_threads()
+        self.options = [self.default, 1] if self.default > 1 else [self.default]
+        self.every, self.probe, self.warmup = every, probe, warmup
+        self.current = self.default
+        self.times: dict[int, list[float]] = {}
+        self.used: dict[int, int] = {}
+        self._phase: list[int] = []  # thread counts still to probe, one per coming step
+
+    def before_step(self, step: int) -> None:
+        if len(self.options) > 1 and step >= self.warmup and (step - self.warmup) % self.every == 0:
+            self._phase = [n for n in self.options for _ in range(self.probe)]
+            self.times = {n: [] for n in self.options}
+        n = self._phase[0] if self._phase else self.current
+        if n != torch.get_num_threads():
+            torch.set_num_threads(n)
+
+    def after_step(self, seconds: float) -> None:
+        n = torch.get_num_threads()
+        self.used[n] = self.used.get(n, 0) + 1
+        if self._phase:
+            self.times[self._phase.pop(0)].append(seconds)
+            if not self._phase:  # the median step time of each setting; the first of each is a warm-up
+                self.current = min(self.options, key=lambda k: sorted(self.times[k][1:])[len(self.times[k][1:]) // 2])
+
+    def restore(self) -> None:
+        torch.set_num_threads(self.default)
+
+    def summary(self) -> dict:
+        return {f"{n}_thread{'s' if n > 1 else ''}_steps": c for n, c in sorted(self.used.items())}
 
 
 def _build_module(cfg: PretrainConfig, vocab_size: int, pad_id: int, seed: int) -> torch.nn.Module:
@@ -249,9 +293,12 @@ def _save_atomic(module, tokenizer, info: dict, target: Path) -> None:
         raise
 
 
-def _bar(enabled: bool, total: int | None, task_name: str):
+def _bar(enabled: bool, steps: int | None, budget: float | None, task_name: str):
+    """A tqdm bar over steps, or over the seconds of the time budget when only that is given."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"pretrain tiny-{task_name}", unit="step")
+    if steps:
+        return tqdm(total=steps, desc=f"pretrain tiny-{task_name}", unit="step")
+    return tqdm(total=int(budget), desc=f"pretrain tiny-{task_name}", unit="s")

@@ -6,7 +6,8 @@
 In RL for code the policy writes the programs and, over thousands of steps, finds every hole in the
 verifier. So the program never sees the tests, and no test ever sees one of the program's objects.
 
-Two processes run per call, both forked from one runner (`python -I`) started in a new session:
+Two processes run per call, both forked from one runner (`python -I -S`, with site-packages on its path
+but no .pth hooks run) started in a new session:
 
 * P, the *program process*, runs `setup` and `program` and then only answers calls: "call f with these
   arguments". It is forked before the tests are read, so the tests and expected values are never in its
@@ -44,7 +45,8 @@ Containment, applied by the runner and reported in `ExecResult.isolation` (tags 
 * Always: cleared environment, wall-clock timeout, killing the runner's process group. Without a PID
   namespace leftovers are found by scanning /proc for P's uid (root) - not otherwise.
 
-Residual risks (honest list): no seccomp filter, so the kernel's whole syscall surface is exposed
+Residual risks (honest list): without root there is no uid split, so P could signal or ptrace T and
+tamper with the verdict (namespaces still contain it); no seccomp filter, so the kernel's whole syscall surface is exposed
 (P can e.g. create nested user namespaces); a kernel exploit escapes everything. Without root and
 without user namespaces only rlimits, sessions and timeouts apply. Tests that need the program's
 objects themselves (attributes of a returned instance, in-place mutation of an argument, a program
@@ -58,6 +60,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -74,8 +77,6 @@ DISK_MB = 64  # size of the private /tmp (working directory included)
 MAX_PROCS = 64  # processes/threads P may own (RLIMIT_NPROC per fresh uid, cgroup pids.max + a margin)
 FILE_MB = 16  # largest file P may write (RLIMIT_FSIZE)
 UID_BASE = 1_500_000_000  # fresh uids are drawn from [UID_BASE, UID_BASE + 2**29)
-
-_NAMESPACE_TAGS = "netns,pidns,mountns,ipcns,utsns"
 
 # The runner. Parent -> runner stdin: frame 1 (config, program, setup), frame 2 (tests); each frame is a
 # 4-byte big-endian length + JSON. T -> parent stdout: lines "<nonce> <json>".
@@ -280,7 +281,10 @@ def enter_namespaces():
 
 
 def setup_filesystem(cfg):
-    """Private mount view: everything read-only, private dirs hidden, fresh tmpfs on /tmp and /dev/shm."""
+    """Private mount view: everything read-only, private dirs hidden, a fresh tmpfs on /tmp, own /proc.
+
+    A failure here is fatal (reported as a sandbox error): a half-built view could hide the interpreter
+    and make every program fail silently."""
     tags = []
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     with open("/proc/self/mountinfo") as f:
@@ -306,15 +310,20 @@ def setup_filesystem(cfg):
     for path, fd in keep:
         os.makedirs(path, 0o755, exist_ok=True)
         mount("/proc/self/fd/%d" % fd, path, None, MS_BIND | MS_REC)
-        mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        try:  # already read-only when the remount above worked
+            mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        except OSError:
+            pass
         os.close(fd)
     if "/tmp" not in hidden:
         mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=755" % cfg["disk_mb"])
     tags += ["hidden-dirs", "private-tmp"]
-    try:
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
-    except OSError:
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for data in ("hidepid=2", None):  # some containers refuse a new proc: then the host's stays
+        try:
+            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, data)
+            return tags + ["private-proc"]
+        except OSError:
+            pass
     return tags
 
 
@@ -325,6 +334,8 @@ def become(uid, workdir, limits):
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
     for res, value in limits:
+        hard = resource.getrlimit(res)[1]
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
         resource.setrlimit(res, (value, value))
     prctl(38, 1)  # PR_SET_NO_NEW_PRIVS
     prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (cleared by the uid change, so set it after)
@@ -349,26 +360,33 @@ def quiet_stdio(keep=(0, 1, 2)):
 # ---- P: the program process ----------------------------------------------------------------------
 def program_process(cfg, workdir, rfd, wfd):
     set_oom_score(1000)  # under memory pressure the program's processes die first, not T
-    quiet_stdio()
-    for name in os.listdir("/proc/self/fd"):
-        if int(name) > 2 and int(name) not in (rfd, wfd):
-            try:
-                os.close(int(name))
-            except OSError:
-                pass
-    limits = [(resource.RLIMIT_CPU, cfg["cpu_s"]), (resource.RLIMIT_AS, cfg["memory_mb"] << 20),
-              (resource.RLIMIT_FSIZE, cfg["file_mb"] << 20), (resource.RLIMIT_NOFILE, 256),
-              (resource.RLIMIT_CORE, 0)]
-    if cfg["uids"]:
-        limits.append((resource.RLIMIT_NPROC, cfg["max_procs"]))
-    become(cfg["uids"][0] if cfg["uids"] else None, workdir, limits)
-    os.environ.clear()
-    os.environ.update(cfg["env"], HOME=workdir, TMPDIR=workdir)
-    handles = []
+    try:
+        quiet_stdio()
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) > 2 and int(name) not in (rfd, wfd):
+                try:
+                    os.close(int(name))
+                except OSError:
+                    pass
+        limits = [(resource.RLIMIT_CPU, cfg["cpu_s"]), (resource.RLIMIT_AS, cfg["memory_mb"] << 20),
+                  (resource.RLIMIT_FSIZE, cfg["file_mb"] << 20), (resource.RLIMIT_NOFILE, 256),
+                  (resource.RLIMIT_CORE, 0)]
+        if cfg["uids"]:
+            limits.append((resource.RLIMIT_NPROC, cfg["max_procs"]))
+        become(cfg["uids"][0] if cfg["uids"] else None, workdir, limits)
+        os.environ.clear()
+        os.environ.update(cfg["env"], HOME=workdir, TMPDIR=workdir)
+    except Exception as e:
+        send(wfd, {"fatal": "program process setup failed: " + describe(e)})
+        return
+    send(wfd, {"ready": True})  # the last word of trusted code: only this frame can report a harness fault
+    handles, handle_of = [], {}  # objects stay referenced, so their ids stay unique
 
     def opaque(x):
-        handles.append(x)
-        return {"h": len(handles) - 1}
+        if id(x) not in handle_of:
+            handle_of[id(x)] = len(handles)
+            handles.append(x)
+        return {"h": handle_of[id(x)]}
 
     mod = types.ModuleType("solution")
     sys.modules["solution"] = mod
@@ -402,18 +420,8 @@ def program_process(cfg, workdir, rfd, wfd):
 
 
 # ---- T: the test process -------------------------------------------------------------------------
-def test_process(cfg, workdir, report, rfd, wfd):
-    limits = [(resource.RLIMIT_CPU, cfg["cpu_s"]), (resource.RLIMIT_AS, max(cfg["memory_mb"], 1024) << 20),
-              (resource.RLIMIT_FSIZE, cfg["file_mb"] << 20), (resource.RLIMIT_CORE, 0)]
-    become(cfg["uids"][1] if cfg["uids"] else None, workdir, limits)
-    tests = recv(0)["tests"]
-    quiet_stdio((0, 1))
-    ns = {"__name__": "__main__"}
-    try:
-        exec(compile(cfg["setup"], "<setup>", "exec"), ns)
-    except BaseException as e:
-        report({"fatal": "trusted setup failed: " + describe(e)})
-        return
+def rpc_client(rfd, wfd):
+    """(call, Remote): T's side of the calls into P; results are decoded into plain values only."""
     handles, dead = {}, []
 
     def handle(n):
@@ -430,13 +438,13 @@ def test_process(cfg, workdir, report, rfd, wfd):
         try:
             send(wfd, [target, encode(list(args), opaque, [2_000_000]), encode(kwargs, opaque, [2_000_000])])
             reply = recv(rfd)
-        except (EOFError, OSError) as e:
+        except (EOFError, OSError, ValueError) as e:  # after a bad frame the stream cannot be trusted
             dead.append(e)
-            raise RuntimeError("the program process has ended") from None
+            raise RuntimeError("the program process has ended or misbehaved") from None
         if type(reply) is list and len(reply) == 2 and reply[0] == "ret":
             return decode(reply[1], handle)
         if type(reply) is list and len(reply) == 3 and reply[0] == "exc" and type(reply[1]) is str:
-            cls = getattr(builtins, reply[1], None)
+            cls = getattr(builtins, reply[1], None)  # a built-in exception type, so tests can expect it
             if not (type(cls) is type and issubclass(cls, Exception)) or issubclass(cls, StopIteration):
                 cls = RuntimeError
             try:
@@ -458,26 +466,65 @@ def test_process(cfg, workdir, report, rfd, wfd):
         def __repr__(self):
             return "<program function %s>" % self.name
 
+    return call, Remote
+
+
+def bind_program(ns, hello, tests, Remote):
+    """Program callables become proxies in the tests' namespace; never over a builtin or setup name."""
+    import importlib
+    used = set()  # global names the tests mention: only those modules are imported on P's word
+    for test in tests:
+        try:
+            stack = [compile(test, "<test>", "exec")]
+        except BaseException:
+            continue
+        while stack:
+            code = stack.pop()
+            used.update(code.co_names)
+            stack += [c for c in code.co_consts if type(c) is types.CodeType]
+    for name, modname in dict(hello.get("modules", {})).items():
+        if name in used and name not in ns and not hasattr(builtins, name) and all(
+                part.isidentifier() for part in str(modname).split(".")):
+            try:
+                ns[name] = importlib.import_module(modname)
+            except BaseException:
+                pass
+    for name in list(hello.get("names", []))[:10000]:
+        if type(name) is str and name.isidentifier() and name not in ns and not hasattr(builtins, name):
+            ns[name] = Remote(name)
+
+
+def test_process(cfg, workdir, report, rfd, wfd):
+    limits = [(resource.RLIMIT_CPU, cfg["cpu_s"]), (resource.RLIMIT_AS, max(cfg["memory_mb"], 1024) << 20),
+              (resource.RLIMIT_FSIZE, cfg["file_mb"] << 20), (resource.RLIMIT_CORE, 0)]
+    ns = {"__name__": "__main__"}
+    try:
+        become(cfg["uids"][1] if cfg["uids"] else None, workdir, limits)
+        tests = recv(0)["tests"]
+        quiet_stdio((0, 1))
+        exec(compile(cfg["setup"], "<setup>", "exec"), ns)
+    except BaseException as e:
+        report({"fatal": "test process setup failed (trusted setup or harness): " + describe(e)})
+        return
+    call, Remote = rpc_client(rfd, wfd)
+    try:
+        ready = recv(rfd)  # sent before any untrusted code ran
+    except (EOFError, ValueError, OSError) as e:
+        ready = {"fatal": "the program process died during setup: " + describe(e)}
+    if ready != {"ready": True}:
+        report({"fatal": str(ready.get("fatal"))[:500]})
+        return
     try:
         hello = recv(rfd)
     except (EOFError, ValueError, OSError):
         hello = {"error": "the program process ended while loading"}
     error = hello.get("error") if type(hello) is dict else "malformed hello"
     if error is None:
-        import importlib
-        for name, modname in dict(hello.get("modules", {})).items():
-            if str(name).isidentifier() and name not in ns and not hasattr(builtins, name) and all(
-                    part.isidentifier() for part in str(modname).split(".")):
-                try:
-                    ns[name] = importlib.import_module(modname)
-                except BaseException:
-                    pass
-        for name in list(hello.get("names", []))[:10000]:
-            if str(name).isidentifier() and name not in ns and not hasattr(builtins, name):
-                ns[name] = Remote(name)
-        report({"loaded": True})
-    else:
-        report({"program_error": str(error)[:500]})
+        try:
+            bind_program(ns, hello, tests, Remote)
+        except Exception:
+            error = "malformed hello"
+    report({"program_error": str(error)[:500]} if error else {"loaded": True})
     for i, test in enumerate(tests):
         ok = False
         if error is None:
@@ -492,6 +539,7 @@ def test_process(cfg, workdir, report, rfd, wfd):
 
 def main():
     cfg = recv(0)
+    sys.path.extend(cfg["sys_path"])  # started with -S: site-packages without running .pth code
     out = os.dup(1)
     nonce = cfg["nonce"]
 
@@ -510,7 +558,7 @@ def main():
         try:
             tags += setup_filesystem(cfg)
             workdir = "/tmp/work"
-        except OSError as e:
+        except Exception as e:
             report({"fatal": "private filesystem setup failed: " + describe(e)})
             os._exit(0)
     twork = "/"
@@ -566,7 +614,8 @@ def run_tests(program: str, tests: list[str], *, setup: str = "", timeout: float
     hide, keep = _fs_plan()
     cfg = {"nonce": nonce, "program": program, "setup": setup, "uids": uids, "host_workdir": workdir,
            "cpu_s": math.ceil(timeout) + 1, "memory_mb": int(memory_mb), "file_mb": FILE_MB,
-           "disk_mb": DISK_MB, "max_procs": MAX_PROCS, "hide": hide, "keep": keep, "env": _CHILD_ENV}
+           "disk_mb": DISK_MB, "max_procs": MAX_PROCS, "hide": hide, "keep": keep, "env": _CHILD_ENV,
+           "sys_path": _site_paths()}
     payload = _frame(cfg) + _frame({"tests": list(tests)})
     cgroups, cg_tag = _cgroup_create(nonce, memory_mb) if as_root else ([], None)
     status, msgs, err = _supervise(payload, nonce, cgroups, timeout)
@@ -599,7 +648,7 @@ def _frame(obj) -> bytes:
 def _supervise(payload: bytes, nonce: str, cgroups: list[str], timeout: float) -> tuple[str, list[dict], str | None]:
     """Start the runner, feed it, wait at most `timeout`, kill its group: (status, messages, error)."""
     try:
-        proc = subprocess.Popen([sys.executable, "-I", "-c", _RUNNER], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _RUNNER], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", env=dict(_CHILD_ENV),
                                 start_new_session=True)
     except OSError as e:
@@ -684,6 +733,24 @@ def _fs_plan() -> tuple[list[str], list[str]]:
     return hide, keep
 
 
+@functools.lru_cache(maxsize=1)
+def _site_paths() -> list[str]:
+    """site-packages and the plain directories listed in its .pth files (the runner skips `site`,
+    whose .pth hooks cost tens of milliseconds per start and run arbitrary code)."""
+    paths = [p for p in site.getsitepackages() if os.path.isdir(p)]
+    for d in list(paths):
+        for name in sorted(os.listdir(d)):
+            if name.endswith(".pth"):
+                try:
+                    with open(os.path.join(d, name)) as f:
+                        lines = [line.strip() for line in f]
+                except OSError:
+                    continue
+                paths += [os.path.join(d, line) for line in lines if line and not line.startswith(("#", "import"))
+                          and os.path.isdir(os.path.join(d, line))]
+    return paths
+
+
 def _write(path: str, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
@@ -714,9 +781,12 @@ def _cgroup_create(name: str, memory_mb: int) -> tuple[list[str], str | None]:
         except OSError:
             continue
         try:
-            for fname, value in limits(budget_mb):
-                if os.path.exists(os.path.join(d, fname)):
+            for i, (fname, value) in enumerate(limits(budget_mb)):
+                try:
                     _write(os.path.join(d, fname), str(value))
+                except OSError:
+                    if i == 0:  # the controller's main limit; later ones (swap accounting) are extras
+                        raise
         except OSError:
             os.rmdir(d)
             continue

@@ -5,8 +5,8 @@
 
 Pieces: a space is written `▁` and glued to the word after it (`▁apples`); a word is letters and `_`;
 every digit, punctuation mark and newline is its own piece; a space before a digit or a symbol is a
-lone `▁`. A few markup strings (`<reasoning>`, `\\boxed{`, a code fence, a four-space indent) are
-single tokens. Decoding concatenates the pieces and turns `▁` back into a space, so decode(encode(text)) ==
+lone `▁`. A few markup strings (`<reasoning>`, `\\boxed{`, a code fence, and whatever the task adds,
+such as a four-space indent) are single tokens, matched longest first. Decoding concatenates the pieces and turns `▁` back into a space, so decode(encode(text)) ==
 text for any text whose words are in the vocabulary (others become [UNK]).
 
 One token per digit lets a small model learn column arithmetic; a whole-word vocabulary keeps the
@@ -34,9 +34,9 @@ _ALWAYS = [str(d) for d in range(10)] + [SPACE, "\n"] + [
     c for c in (chr(i) for i in range(33, 127)) if not (c.isalnum() or c == "_")]
 
 
-# frequent markup of the task formats, one token each (as a BPE merge would make them): the answer
-# scaffolding of gsm8k/arith, the code fence of mbpp/minicode and a four-space indent
-MULTI_PIECES = ("<reasoning>", "</reasoning>", "<answer>", "</answer>", "\\boxed{", "```python", "```", "    ")
+# frequent markup, one token each (as a BPE merge would make it): the answer scaffolding of gsm8k/arith
+# and the code fence of mbpp/minicode; a task adds its own (`Task.tiny_tokens`)
+MULTI_PIECES = ("<reasoning>", "</reasoning>", "<answer>", "</answer>", "\\boxed{", "```python", "```")
 
 
 def pieces(text: str) -> list[str]:
@@ -44,9 +44,9 @@ def pieces(text: str) -> list[str]:
     return _PIECE_RE.findall(text.replace(" ", SPACE))
 
 
-def build_tokenizer(texts: Iterable[str], min_count: int = 1, multi: Iterable[str] = MULTI_PIECES):
+def build_tokenizer(texts: Iterable[str], min_count: int = 1, multi: Iterable[str] = ()):
     """A word-level PreTrainedTokenizerFast whose vocabulary is every piece of `texts` seen >= min_count
-    times, plus the `multi` strings as single tokens (matched in the raw text before the split)."""
+    times, plus MULTI_PIECES and the `multi` strings as single tokens (matched in the raw text first)."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -64,7 +64,8 @@ def build_tokenizer(texts: Iterable[str], min_count: int = 1, multi: Iterable[st
     tok.normalizer = normalizers.Replace(" ", SPACE)
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(PIECE_PATTERN), behavior="isolated")
     tok.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.Fuse()])
-    tok.add_tokens([AddedToken(m, normalized=False, special=False) for m in multi])
+    extra = list(dict.fromkeys([*MULTI_PIECES, *multi]))
+    tok.add_tokens([AddedToken(m, normalized=False, special=False) for m in extra])
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
                                    mask_token="[MASK]", eos_token="[EOS]", clean_up_tokenization_spaces=False,
                                    model_max_length=1024)

@@ -33,7 +33,7 @@ SPLIT_SIZES = {"test": 2000, "train": 20000}
 SPLIT_SEEDS = {"test": 1_000_003, "train": 2_000_003}  # fixed: the splits are part of the benchmark
 MAX_VALUE = 999  # three digits, the width of the worked solution
 
-PROMPT_TEMPLATE = "{question}\nReason in <reasoning> </reasoning>, then answer in <answer> \\boxed{{N}} </answer>."
+PROMPT_TEMPLATE = "{question}\nAnswer as <reasoning> steps </reasoning> <answer> \\boxed{{N}} </answer>."
 
 NAMES = [("Mia", "she"), ("Tom", "he"), ("Ava", "she"), ("Leo", "he"), ("Zoe", "she"), ("Sam", "he"),
          ("Lily", "she"), ("Ben", "he"), ("Emma", "she"), ("Jack", "he"), ("Nora", "she"), ("Max", "he"),
@@ -156,9 +156,11 @@ class Arith(GSM8K):
     hub_id = None
     default_data_hint = ""
     embedded = True
-    # what the tiny model is trained for: completions fit in 64 tokens (the longest, a three-step
-    # solution, is ~50); 2 tokens per step keeps a 2000-problem eval within ~2 CPU minutes
-    gen_defaults = {"gen_length": 64, "block_length": 32, "steps": 32}
+    # what the tiny model is trained for: completions fit in 48 tokens (the longest, a three-step
+    # solution, is 42 with its scaffolding); 2 tokens per step keeps a 2000-problem eval near 1 CPU minute
+    gen_defaults = {"gen_length": 48, "block_length": 16, "steps": 24}
+    # the tiny model's tokenizer writes the fixed scaffolding of wrap_solution as three tokens
+    tiny_tokens = ("<reasoning>\n", "\n</reasoning>\n<answer>\n\\boxed{", "}\n</answer>")
     pretrain_seconds = 240.0  # `harness pretrain` budget on 2 CPU cores
 
     def load(self, data: str | None = None, split: str = "test", limit: int | None = None) -> list[Example]:

@@ -464,6 +464,19 @@ print("\\n".join(lines))
 def f(x):
     return "wrong"
 """, TEST, {}),
+    "claim_harness_failure": ("""
+import json
+# try to be scored "unscorable" (sandbox_error) instead of failed: forge the runner's fatal frames
+for fd in range(0, 64):
+    for obj in ({"fatal": "sandbox broke"}, {"ready": True}):
+        data = json.dumps(obj).encode()
+        try:
+            os.write(fd, len(data).to_bytes(4, "big") + data)
+            os.write(fd, b"sandbox_error " + data + b"\\n")
+        except OSError:
+            pass
+os._exit(1)
+""", TEST, {}),
     "patch_builtins_and_assert_machinery": ("""
 import builtins
 builtins.AssertionError = type("AssertionError", (Exception,), {})

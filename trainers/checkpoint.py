@@ -18,7 +18,8 @@ import torch
 
 FORMAT = 1
 # fields a resumed run may change: they do not alter what a step computes
-RESUMABLE = {"steps", "eval_every", "eval_limit", "checkpoint_every", "log_every"}
+RESUMABLE = {"steps", "eval_every", "eval_limit", "checkpoint_every", "log_every", "micro_batch_size",
+             "rollout_batch_size", "reward_workers"}
 
 
 def checkpoint_path(out_dir: str | os.PathLike) -> Path:

@@ -85,8 +85,10 @@ def make_view(batch: RolloutBatch, hide_completion: torch.Tensor, score: torch.T
     score = score.to(dev) & batch.valid
     if weight is None:
         weight = 1.0
-    w = weight.to(dev, torch.float32) if torch.is_tensor(weight) else torch.full(score.shape, float(weight), device=dev)
-    w = w.expand(score.shape)
+    if torch.is_tensor(weight):
+        w = weight.to(dev, torch.float32).expand(score.shape)
+    else:
+        w = torch.full(score.shape, float(weight), device=dev)
     reg = None if region is None else region.to(dev) & batch.valid
     return MaskedView(ids, attn, score, w, reg)
 

@@ -65,7 +65,7 @@ def leave_one_out_advantages(rewards: torch.Tensor) -> torch.Tensor:
     """r_i - mean of the other G-1 rewards (RLOO; DiffuCoder's coupled-GRPO)."""
     G = rewards.shape[1]
     if G < 2:
-        raise ValueError("leave-one-out advantages need at least 2 completions per prompt (num_generations >= 2)")
+        raise ValueError("leave-one-out advantages need num_generations >= 2 completions per prompt")
     others = (rewards.sum(dim=1, keepdim=True) - rewards) / (G - 1)
     return _zero_constant_groups(rewards - others, rewards)
 

@@ -82,7 +82,8 @@ class TrainConfig:
     def __post_init__(self):
         self.adam_betas = tuple(self.adam_betas)
         if self.steps < 0 or self.prompts_per_step < 1:
-            raise ValueError(f"need steps >= 0 and prompts_per_step >= 1, got {self.steps}, {self.prompts_per_step}")
+            raise ValueError(f"need steps >= 0 and prompts_per_step >= 1, got {self.steps} and "
+                             f"{self.prompts_per_step}")
         if self.num_generations < 2:
             raise ValueError(f"num_generations={self.num_generations}: group advantages need G >= 2")
         if self.lr <= 0:
@@ -107,8 +108,8 @@ class TrainConfig:
             elif k in method_fields:
                 mo[k] = v
             else:
-                raise ValueError(f"unknown training setting {k!r}; TrainConfig fields: {', '.join(sorted(own))}; "
-                                 f"{method} fields: {', '.join(sorted(method_fields))}")
+                raise ValueError(f"unknown training setting {k!r}; TrainConfig fields: {', '.join(sorted(own))}"
+                                 f"; {method} fields: {', '.join(sorted(method_fields))}")
         if steps is not None:
             values["steps"] = steps
         return cls(**values, method_overrides=mo)
@@ -275,7 +276,8 @@ class _Stats:
             r = out.ratio[m]
             self.sums["ratio"] += float(r.sum())
             self.sums["ratio_n"] += n
-            self.ratio_min, self.ratio_max = min(self.ratio_min, float(r.min())), max(self.ratio_max, float(r.max()))
+            self.ratio_min = min(self.ratio_min, float(r.min()))
+            self.ratio_max = max(self.ratio_max, float(r.max()))
         if out.kl is not None:
             self.sums["kl"] += float(out.kl[m].sum())
             self.sums["kl_n"] += n
@@ -427,14 +429,16 @@ class _Run:
                 out = self.method.loss(inp, self.mcfg)
                 loss = out.per_sequence.sum() / batch.B
                 if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"non-finite loss at step {step}, inner update {j} ({self.method.name})")
+                    raise TrainingDiverged(f"non-finite loss at step {step}, inner update {j} "
+                                           f"({self.method.name})")
                 self.acc.backward(loss)
             total += float(loss.detach())
             stats.add_tokens(out)
         norm = float(self.acc.clip_grad_norm_(self.params, self.cfg.max_grad_norm or math.inf))
         if not math.isfinite(norm):
             self.optimizer.zero_grad(set_to_none=True)
-            raise TrainingDiverged(f"non-finite gradient norm at step {step}, inner update {j} ({self.method.name})")
+            raise TrainingDiverged(f"non-finite gradient norm at step {step}, inner update {j} "
+                                   f"({self.method.name})")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -461,21 +465,22 @@ class _Run:
         state["train_nfe"] += nfe
         state["train_forwards"] += forwards
         ok = verdicts[~torch.isnan(verdicts)]
-        updates = s["updates"] or math.nan
+        updates = s["updates"]  # summed over processes, like loss and grad_norm
         row = {
             "step": step, "reward": float(rewards.mean()),
             "accuracy": float(ok.mean()) if ok.numel() else None,
             "kl": _div(s["kl"], s["kl_n"]), "clip_frac": _div(s["clip"], s["clip_n"]),
-            "loss": s["loss"] / world / updates, "grad_norm": s["grad_norm"] / world / updates,
+            "loss": _div(s["loss"], updates), "grad_norm": _div(s["grad_norm"], updates),
             "step_time_s": round(seconds, 4), "nfe": nfe,
             **{f"reward_{k}": v for k, v in terms.items()},
             "reward_std": float(rewards.std(dim=1).mean()),
             "zero_std_frac": float((rewards.max(1).values == rewards.min(1).values).float().mean()),
-            "adv_abs_mean": float(adv.abs().mean()),
+            "adv_abs_mean": float(self.gather(adv).abs().mean()),
             "ratio_mean": _div(s["ratio"], s["ratio_n"]),
             "ratio_min": stats.ratio_min if s["ratio_n"] else None,
             "ratio_max": stats.ratio_max if s["ratio_n"] else None,
-            "scored_tokens": s["tokens"], "completion_tokens": s["valid_tokens"] / rewards.numel(),
+            "scored_tokens": _div(s["tokens"] * world, updates),  # per update, all processes
+            "completion_tokens": s["valid_tokens"] / rewards.numel(),
             "lr": self.scheduler.get_last_lr()[0], "train_forwards": forwards,
         }
         return row

@@ -67,4 +67,4 @@ def rollout_sampler(kind: str) -> str | None:
 
 
 register(Method("maskgrpo", MaskGRPOConfig, advantages, views, rollout_sampler=rollout_sampler,
-                summary="truncated ratios; fading-out masking (text), uniform masking + emerge sampler (image)"))
+                summary="truncated ratios; fading-out masking (text); uniform masking, emerge sampler (image)"))

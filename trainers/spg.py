@@ -2,9 +2,10 @@
 arXiv 2510.09541; code github.com/facebookresearch/SPG): lower bound up for good, upper bound down for bad.
 
 Each inner iteration draws m block-wise views per completion: a random block b of the rollout decoder's
-block size (among the blocks that hold text) is the "current" block, hidden at a rate t ~ U(0, 1); earlier blocks and the prompt stay
-visible except for a light perturbation (each token hidden with probability 0.15); later blocks are fully
-hidden. Per token i of the current block, with w = (block tokens)/(hidden block tokens):
+block size (among the blocks that hold text) is the "current" block, hidden at a rate t ~ U(0, 1);
+earlier blocks and the prompt stay visible except for a light perturbation (each token hidden with
+probability 0.15); later blocks are fully hidden. Per token i of the current block, with
+w = (block tokens)/(hidden block tokens):
 
     ELBO_i = mean over views covering i of  w * 1[i hidden] * log p(x_i | view)
     EUBO_i = (1/beta_u) * log( mean over views covering i of  w * 1[i hidden] * p(x_i | view)^beta_u )
@@ -62,7 +63,7 @@ def block_view(batch: RolloutBatch, p_mask_clean: float, gen: torch.Generator):
     B, L = batch.B, batch.L
     blk = block_positions(L, batch.block_length)  # (L,)
     valid = batch.valid.cpu()  # (B, L)
-    last = torch.where(valid, blk[None, :], torch.zeros_like(blk)[None, :]).max(1).values  # (B,) last block with text
+    last = torch.where(valid, blk[None, :], 0).max(1).values  # (B,) last block holding text
     current = (torch.rand(B, generator=gen) * (last + 1)).long()[:, None]  # (B, 1) uniform over those blocks
     t = torch.rand(B, 1, generator=gen)  # (B, 1)
     u = torch.rand(B, L, generator=gen)  # (B, L)
@@ -103,7 +104,8 @@ def bounds(logps: list[torch.Tensor], views_: list, eubo_beta: float) -> tuple[t
 
 def loss(inp: LossInputs, cfg: SPGConfig) -> LossOutput:
     elbo, eubo = bounds(inp.logp, inp.views, cfg.eubo_beta)  # (B,), (B,)
-    negative = {"mix": cfg.mix_weight * eubo + (1.0 - cfg.mix_weight) * elbo, "eubo": eubo, "elbo": elbo}[cfg.bound]
+    mix = cfg.mix_weight * eubo + (1.0 - cfg.mix_weight) * elbo
+    negative = {"mix": mix, "eubo": eubo, "elbo": elbo}[cfg.bound]
     A = inp.advantages
     per_seq = -A * torch.where(A >= 0, elbo, negative)
     est, scored = combine_views(inp.logp, inp.views)

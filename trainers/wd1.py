@@ -59,4 +59,4 @@ def loss(inp: LossInputs, cfg: WD1Config) -> LossOutput:
 
 
 register(Method("wd1", WD1Config, advantages, views, loss=loss, uses_old_policy=False,
-                summary="weighted likelihood: softmax(A) up-weights good, softmax(-A) down-weights bad; no ratio"))
+                summary="weighted likelihood: softmax(A) lifts good, softmax(-A) lowers bad; no ratio"))

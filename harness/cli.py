@@ -180,14 +180,14 @@ def _method_names() -> list[str]:
 
 
 def _model_lines() -> list[str]:
-    lines = ["gold          the reference solution of every example (verifier sanity check)",
-             "tiny          the embedded model pretrained for the task (`harness pretrain`)",
-             "hf:<id|path>  any transformers masked diffusion model (hub id or local folder)"]
+    lines = ["gold                the reference solution of every example (verifier sanity check)",
+             "tiny                the embedded model pretrained for the task (`harness pretrain`)",
+             "hf:<id|path>        any transformers masked diffusion model (hub id or local folder)"]
     try:
         from harness.models import PRESETS
     except ImportError:
         PRESETS = {}
-    lines += [f"{name:13s} {target}" for name, target in sorted(PRESETS.items())]
+    lines += [f"{name:19s} {target}" for name, target in sorted(PRESETS.items())]
     return lines
 
 

@@ -98,7 +98,7 @@ def run_experiment(args: argparse.Namespace, base: EvalOutput | None = None) -> 
         evaluate_fn = lambda m: evaluate(task, m, test, decode, seed=args.seed, tag="eval").metrics  # noqa: E731
         result = train(model, task, method, train_examples, test, cfg, seed=args.seed, out_dir=out_dir,
                        evaluate_fn=evaluate_fn, progress=progress, resume=args.resume,
-                       checkpoint_every=args.checkpoint_every)
+                       checkpoint_every=args.checkpoint_every, base_metrics=base.metrics)
         curve = result.curve
         method_config = result.config
         train_info = {"steps": result.steps, "rollout_budget": result.rollout_budget,

@@ -11,19 +11,22 @@ but no .pth hooks run) started in a new session:
 
 * P, the *program process*, runs `setup` and `program` and then only answers calls: "call f with these
   arguments". It is forked before the tests are read, so the tests and expected values are never in its
-  memory; it has no handle on the result channel; its stdin/stdout/stderr are /dev/null.
+  memory; it has no handle on the result channel; its stdin/stdout/stderr are /dev/null (all program
+  output is dropped, so a flood costs nothing; error texts are cut at 500 characters).
 * T, the *test process*, runs `setup` and then each test statement exactly as written (an MBPP
   `assert f(1) == 2`, or HumanEval's `def check(candidate): ...` + `check(f)`). Each program-defined
   callable is, in T, a proxy that sends the arguments to P and gets back a *value*: P serialises the
   return value with a strict encoder (exact built-in types, recursively; a subclass of a built-in
   becomes its plain value; an iterator is materialised into a plain one; any other object becomes an
-  opaque token that equals only itself and has no truth value), and T decodes JSON into plain built-ins
-  only. So every comparison in a test is between plain values, on T's side, with T's own builtins.
-  Program names never shadow builtins or `setup` names in T (a program defining `abs` or `isclose`
+  opaque token that equals only itself and keeps only its truth value), and T decodes JSON into plain
+  built-ins only. So every comparison in a test is between plain values, in T, with T's own builtins.
+  Program names never shadow `setup` names in T, and shadow a builtin only where no test calls that
+  name on a program value (MBPP's own `def sum(a, b)` works; a program `abs`, `set` or `isclose`
   cannot rig `assert abs(f(x) - y) < 1e-9`). A test passes iff its statement raises nothing.
-* Results are streamed by T as JSON lines tagged with a per-run nonce on a pipe only T holds; the exit
-  code and any printed text are ignored. A program that raises (or calls `sys.exit`) while loading
-  fails every test, as it would natively.
+* Results are streamed by T as JSON lines tagged with a per-run nonce on a pipe only T holds; exit
+  codes and printed text are ignored. A program that raises (or calls `sys.exit`) while loading fails
+  every test, as it would natively. Only a frame P sends before any untrusted code runs can report a
+  harness fault ("sandbox_error"), so a program cannot make itself unscorable instead of wrong.
 
 Containment, applied by the runner and reported in `ExecResult.isolation` (tags joined by "+"):
 
@@ -38,22 +41,27 @@ Containment, applied by the runner and reported in `ExecResult.isolation` (tags 
 * `private-tmp` - a fresh tmpfs of `DISK_MB` on /tmp holds the working directory, the only place P can
   write; it vanishes with the mount namespace (a host directory from mkdtemp is used when there is no
   mount namespace). /dev/shm, /var/tmp and /run/lock are empty and read-only (no multiprocessing).
-* `cgroup(memory,pids,cpu)` - a per-run cgroup caps total memory (all processes and the tmpfs), the
-  number of tasks and CPU (one core), and is used to kill everything at the end.
+* `private-proc` - /proc of the new PID namespace, hidepid=2: P sees only its own processes.
+* `cgroup(memory,pids,cpu)` - a per-run cgroup (v1) caps total memory (all processes and the tmpfs),
+  the number of tasks and CPU (one core), and is used to kill everything at the end.
 * `rlimits` - CPU seconds, address space (`memory_mb`), file size, open files, processes, no core.
   `no_new_privs` is set, and every process is SIGKILLed when its parent dies.
 * Always: cleared environment, wall-clock timeout, killing the runner's process group. Without a PID
   namespace leftovers are found by scanning /proc for P's uid (root) - not otherwise.
 
-Residual risks (honest list): without root there is no uid split, so P could signal or ptrace T and
-tamper with the verdict (namespaces still contain it); no seccomp filter, so the kernel's whole syscall surface is exposed
-(P can e.g. create nested user namespaces); a kernel exploit escapes everything. Without root and
-without user namespaces only rlimits, sessions and timeouts apply. Tests that need the program's
-objects themselves (attributes of a returned instance, in-place mutation of an argument, a program
-class as an argument built by trusted setup code) fail; a program function whose name is a builtin's
-is not reachable from the tests. Hidden directories are a fixed list plus the caller's cwd, home and
-repository: answer files elsewhere on a world-readable path stay readable. Everything here targets
-Linux; elsewhere the runner degrades to rlimits and timeouts.
+Residual risks (honest list):
+* No seccomp filter: the kernel's whole syscall surface is exposed (P can e.g. create nested user
+  namespaces, whose mounts stay locked); a kernel exploit escapes everything.
+* Without root there is no uid split, so P could signal or ptrace T and tamper with the verdict
+  (namespaces still contain it); without user namespaces either, only rlimits, sessions and timeouts
+  apply. Non-Linux systems get rlimits and timeouts only.
+* Hidden directories are a fixed list plus the caller's cwd, home and repository: an answer file on
+  another world-readable path stays readable.
+* Fidelity: tests that need the program's objects themselves (attributes of a returned instance,
+  in-place mutation of an argument, a trusted-setup object passed to the program) fail; so does a test
+  that calls a builtin-named program function on another program value. numpy values come back as
+  plain values via `tolist()`; other non-plain values (Decimal, Fraction) compare by identity only.
+* A CPU-heavy honest program is slowed by the one-core cgroup quota, and P and T share the timeout.
 """
 
 from __future__ import annotations
@@ -88,9 +96,11 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4
 MS_PRIVATE = 1 << 18
 MOUNT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1024,
                "nodiratime": 2048, "relatime": 1 << 21}
-NEWNS, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET = 0x20000, 0x4000000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
+NEWNS, NEWUTS, NEWIPC = 0x20000, 0x4000000, 0x8000000
+NEWUSER, NEWPID, NEWNET = 0x10000000, 0x20000000, 0x40000000
 MAX_MSG = 16 << 20
 SCALARS = (type(None), bool, int, float, str)
+TRUTHS = (bool, type(None))
 
 
 def libc_call(name, *args):
@@ -216,8 +226,8 @@ def decode(x, handle):
     if t is not dict or len(x) != 1:
         raise ValueError("malformed value")
     (tag, v), = x.items()
-    if tag == "h" and type(v) is int:
-        return handle(v)
+    if tag == "h" and type(v) is list and len(v) == 2 and type(v[0]) is int and type(v[1]) in TRUTHS:
+        return handle(*v)
     if type(v) is str and tag in "bB":
         return (bytes if tag == "b" else bytearray).fromhex(v)
     if type(v) is not list:
@@ -240,17 +250,22 @@ def decode(x, handle):
 
 
 class Opaque:
-    """T's stand-in for a program object that is not a plain value: equal only to itself."""
-    __slots__ = ("ref",)
+    """T's stand-in for a program object that is not a plain value: equal only to itself.
 
-    def __init__(self, ref):
-        self.ref = ref
+    It keeps the truth value P computed (an `re.Match` is truthy: MBPP 737 tests `assert check_str(s)`);
+    that is one bit the program could as well have returned as a plain bool."""
+    __slots__ = ("ref", "truth")
+
+    def __init__(self, ref, truth):
+        self.ref, self.truth = ref, truth
 
     def __repr__(self):
         return "<opaque program object #%d>" % self.ref
 
     def __bool__(self):
-        raise TypeError("a program object that is not a plain value has no truth value")
+        if self.truth is None:
+            raise TypeError("this program object has no truth value")
+        return self.truth
 
 
 def describe(e):
@@ -386,7 +401,11 @@ def program_process(cfg, workdir, rfd, wfd):
         if id(x) not in handle_of:
             handle_of[id(x)] = len(handles)
             handles.append(x)
-        return {"h": handle_of[id(x)]}
+        try:
+            truth = bool(x)
+        except BaseException:
+            truth = None
+        return {"h": [handle_of[id(x)], truth if type(truth) is bool else None]}
 
     mod = types.ModuleType("solution")
     sys.modules["solution"] = mod
@@ -409,7 +428,8 @@ def program_process(cfg, workdir, rfd, wfd):
             os._exit(0)
         try:
             fn = handles[target] if type(target) is int else ns[target]
-            result = fn(*decode(args, handles.__getitem__), **decode(kwargs, handles.__getitem__))
+            lookup = lambda n, truth: handles[n]
+            result = fn(*decode(args, lookup), **decode(kwargs, lookup))
             reply = ["ret", encode(result, opaque, [2_000_000])]
         except BaseException as e:
             reply = ["exc", type(e).__name__, describe(e)]
@@ -424,12 +444,12 @@ def rpc_client(rfd, wfd):
     """(call, Remote): T's side of the calls into P; results are decoded into plain values only."""
     handles, dead = {}, []
 
-    def handle(n):
-        return handles.setdefault(n, Opaque(n))
+    def handle(n, truth):
+        return handles.setdefault(n, Opaque(n, truth))
 
     def opaque(x):
         if type(x) is Opaque:
-            return {"h": x.ref}
+            return {"h": [x.ref, x.truth]}
         raise TypeError("cannot pass a %s to the program" % type(x).__name__)
 
     def call(target, args, kwargs):
@@ -489,9 +509,33 @@ def bind_program(ns, hello, tests, Remote):
                 ns[name] = importlib.import_module(modname)
             except BaseException:
                 pass
-    for name in list(hello.get("names", []))[:10000]:
-        if type(name) is str and name.isidentifier() and name not in ns and not hasattr(builtins, name):
-            ns[name] = Remote(name)
+    names = {n for n in list(hello.get("names", []))[:10000] if type(n) is str and n.isidentifier()} - set(ns)
+    for name in names - shadowing_that_could_rig_a_test(names, tests):
+        ns[name] = Remote(name)
+
+
+def shadowing_that_could_rig_a_test(names, tests):
+    """Program names that shadow a builtin and that some test calls with a program value as argument.
+
+    MBPP 126 defines `sum(a, b)` and tests `assert sum(10, 15) == 6`: that proxy is bound. But a program
+    `abs` in `assert abs(f(x) - y) < 1e-9`, or `set` in `assert set(f(x)) == set(y)`, would decide the
+    verdict without solving anything: there the tests keep the builtin."""
+    shadow = {n for n in names if hasattr(builtins, n)}
+    if not shadow:
+        return set()
+    import ast
+    risky = set()
+    for test in tests:
+        try:
+            tree = ast.parse(test)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if type(node) is ast.Call and type(node.func) is ast.Name and node.func.id in shadow:
+                args = node.args + [k.value for k in node.keywords]
+                if any(type(n) is ast.Name and n.id in names for a in args for n in ast.walk(a)):
+                    risky.add(node.func.id)
+    return risky
 
 
 def test_process(cfg, workdir, report, rfd, wfd):
@@ -610,7 +654,11 @@ def run_tests(program: str, tests: list[str], *, setup: str = "", timeout: float
     if as_root:
         uid = UID_BASE + 2 * secrets.randbelow(2**28)
         uids = [uid, uid + 1]
-    workdir = tempfile.mkdtemp(prefix="harness-sbx-")
+    try:
+        workdir = tempfile.mkdtemp(prefix="harness-sbx-")
+    except OSError as e:
+        return ExecResult("sandbox_error", [False] * len(tests), f"no temporary directory: {e}", "none",
+                          time.monotonic() - start)
     hide, keep = _fs_plan()
     cfg = {"nonce": nonce, "program": program, "setup": setup, "uids": uids, "host_workdir": workdir,
            "cpu_s": math.ceil(timeout) + 1, "memory_mb": int(memory_mb), "file_mb": FILE_MB,
@@ -618,8 +666,10 @@ def run_tests(program: str, tests: list[str], *, setup: str = "", timeout: float
            "sys_path": _site_paths()}
     payload = _frame(cfg) + _frame({"tests": list(tests)})
     cgroups, cg_tag = _cgroup_create(nonce, memory_mb) if as_root else ([], None)
-    status, msgs, err = _supervise(payload, nonce, cgroups, timeout)
-    _cgroup_destroy(cgroups)
+    try:
+        status, msgs, err = _supervise(payload, nonce, cgroups, timeout)
+    finally:
+        _cgroup_destroy(cgroups)
     result = _result(status, msgs, err, len(tests), cg_tag)
     if uids and "pidns" not in result.isolation:
         _kill_uid(uids[0])
@@ -645,7 +695,8 @@ def _frame(obj) -> bytes:
     return len(data).to_bytes(4, "big") + data
 
 
-def _supervise(payload: bytes, nonce: str, cgroups: list[str], timeout: float) -> tuple[str, list[dict], str | None]:
+def _supervise(payload: bytes, nonce: str, cgroups: list[str],
+               timeout: float) -> tuple[str, list[dict], str | None]:
     """Start the runner, feed it, wait at most `timeout`, kill its group: (status, messages, error)."""
     try:
         proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _RUNNER], stdin=subprocess.PIPE,
@@ -746,8 +797,8 @@ def _site_paths() -> list[str]:
                         lines = [line.strip() for line in f]
                 except OSError:
                     continue
-                paths += [os.path.join(d, line) for line in lines if line and not line.startswith(("#", "import"))
-                          and os.path.isdir(os.path.join(d, line))]
+                plain = [line for line in lines if line and not line.startswith(("#", "import"))]
+                paths += [os.path.join(d, p) for p in plain if os.path.isdir(os.path.join(d, p))]
     return paths
 
 
@@ -756,7 +807,8 @@ def _write(path: str, text: str) -> None:
         f.write(text)
 
 
-_CG_LIMITS = {"memory": lambda mb: [("memory.limit_in_bytes", mb << 20), ("memory.memsw.limit_in_bytes", mb << 20)],
+_CG_LIMITS = {"memory": lambda mb: [("memory.limit_in_bytes", mb << 20),
+                                     ("memory.memsw.limit_in_bytes", mb << 20)],
               "pids": lambda mb: [("pids.max", MAX_PROCS + 16)],
               "cpu": lambda mb: [("cpu.cfs_period_us", 100_000), ("cpu.cfs_quota_us", 100_000)]}
 

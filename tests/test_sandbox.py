@@ -89,9 +89,22 @@ def test_program_objects_can_be_passed_back_to_the_program_but_never_compare_equ
     assert run(program, tests).passed == [True, True, True]
 
 
+def test_truth_value_of_a_non_plain_result_is_kept():
+    # MBPP 737: check_str returns an re.Match, tested with `assert check_str(...)`
+    program = "import re\ndef check_str(s):\n    return re.search('^[aeiou]', s)\n"
+    tests = ["assert check_str('annie')", "assert not check_str('dawood')", "assert check_str('a') != True"]
+    assert run(program, tests).passed == [True, True, True]
+
+
 def test_keyword_arguments_and_state_shared_between_tests():
     program = "def scale(x, *, by=2):\n    return x * by\n"
     assert run(program, ["y = scale(3, by=4)", "assert y == 12 and scale(1) == 2"]).passed == [True, True]
+
+
+def test_program_function_named_like_a_builtin_is_reachable_from_the_tests():
+    # MBPP 126: `def sum(a, b)` tested as `assert sum(10, 15) == 6`
+    program = "def sum(a, b):\n    return a + b - 19\n"
+    assert run(program, ["assert sum(10, 15) == 6", "assert len([sum]) == 1"]).passed == [True, True]
 
 
 def test_main_guard_of_the_program_is_not_run():

@@ -131,6 +131,14 @@ def _usage_errors() -> tuple[type[BaseException], ...]:
     return tuple(errs)
 
 
+def _training_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from trainers.loop import TrainingDiverged
+    except ImportError:
+        return ()
+    return (TrainingDiverged,)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = globals()[f"cmd_{args.command}"]
@@ -139,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; results already written are kept", file=sys.stderr)
         return 130
+    except _training_errors() as e:
+        if os.environ.get("HARNESS_DEBUG"):
+            raise
+        print(f"harness {args.command}: training stopped: {e}", file=sys.stderr)
+        return 1
     except _usage_errors() as e:
         if os.environ.get("HARNESS_DEBUG"):
             raise

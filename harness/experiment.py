@@ -17,8 +17,16 @@ import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from harness.results import (SCHEMA_VERSION, ResultError, atomic_write_json, atomic_write_jsonl, atomic_write_text,
-                             provenance, read_summary, to_jsonable)
+from harness.results import (
+    SCHEMA_VERSION,
+    ResultError,
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    provenance,
+    read_summary,
+    to_jsonable,
+)
 from harness.runner import EvalOutput, evaluate
 from tasks.metrics import paired_bootstrap_ci
 
@@ -80,12 +88,18 @@ def run_experiment(args: argparse.Namespace, base: EvalOutput | None = None) -> 
     progress = not getattr(args, "no_progress", False) and sys.stderr.isatty()
 
     # ---- base evaluation (saved first so that --resume skips it) ----------------------------------
+    if not args.resume:  # a fresh start (--overwrite): nothing of the run it replaces may outlive it
+        for name in ("summary.json", "curve.csv", "samples.jsonl", "base_eval.json", "checkpoints/last.pt"):
+            (out_dir / name).unlink(missing_ok=True)
     base_file = out_dir / "base_eval.json"
+    # what the saved base evaluation must have been computed for to be reused (else it is recomputed)
+    base_key = {"model": args.model, "seed": args.seed, "decode": asdict(decode) if decode is not None else None,
+                "ids": [str(e.id) for e in test]}
     if base is None and args.resume and base_file.exists():
-        base = _load_eval(base_file, out_dir / "base_samples.jsonl")
+        base = _load_eval(base_file, out_dir / "base_samples.jsonl", key=base_key)
     if base is None:
         base = evaluate(task, model, test, decode, seed=args.seed, progress=progress, tag="eval")
-    _save_eval(base, base_file, out_dir / "base_samples.jsonl")
+    _save_eval(base, base_file, out_dir / "base_samples.jsonl", key=base_key)
 
     # ---- training ------------------------------------------------------------------------------
     train_info: dict = {"steps": 0, "rollout_budget": 0, "train_nfe": 0, "train_wall_time_s": 0.0}
@@ -95,7 +109,8 @@ def run_experiment(args: argparse.Namespace, base: EvalOutput | None = None) -> 
         from trainers.loop import TrainConfig, train
 
         cfg = TrainConfig.for_task(task, method, steps=args.steps, **overrides)
-        evaluate_fn = lambda m: evaluate(task, m, test, decode, seed=args.seed, tag="eval").metrics  # noqa: E731
+        curve_test = test[:cfg.eval_limit] if cfg.eval_limit else test  # the learning curve may use a subset
+        evaluate_fn = lambda m: evaluate(task, m, curve_test, decode, seed=args.seed, tag="eval").metrics  # noqa: E731
         result = train(model, task, method, train_examples, test, cfg, seed=args.seed, out_dir=out_dir,
                        evaluate_fn=evaluate_fn, progress=progress, resume=args.resume,
                        checkpoint_every=args.checkpoint_every, base_metrics=base.metrics)
@@ -157,19 +172,24 @@ def _no_decode_flags() -> argparse.Namespace:
                               temperature=None, remasking=None, cfg_scale=None)
 
 
-def _save_eval(out: EvalOutput, path: Path, samples_path: Path) -> None:
+def _save_eval(out: EvalOutput, path: Path, samples_path: Path, key: dict | None = None) -> None:
     atomic_write_jsonl(samples_path, (s.to_json() for s in out.scored))
     d = {k.name: getattr(out, k.name) for k in fields(out) if k.name != "scored"}
-    atomic_write_json(path, d)
+    atomic_write_json(path, {**d, "cache_key": key})  # written last: its presence means both files are whole
 
 
-def _load_eval(path: Path, samples_path: Path) -> EvalOutput | None:
+def _load_eval(path: Path, samples_path: Path, key: dict | None = None) -> EvalOutput | None:
+    """The saved evaluation, or None when it is damaged or (given `key`) was computed for something else."""
     from tasks.base import Scored
 
     try:
         d = json.loads(path.read_text())
+        saved_key = d.pop("cache_key", None)
+        if key is not None and saved_key != to_jsonable(key):
+            return None
         scored = [Scored(**json.loads(line)) for line in samples_path.read_text().splitlines() if line.strip()]
-        return EvalOutput(scored=scored, **d)
+        out = EvalOutput(scored=scored, **d)
+        return out if len(scored) == out.n * out.n_samples else None
     except (OSError, ValueError, TypeError):
         return None  # a damaged cache is recomputed, never trusted
 

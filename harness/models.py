@@ -207,12 +207,16 @@ def load_hf(target: str, *, device: str = "cpu", dtype: str = "auto", name: str 
     try:
         config = transformers.AutoConfig.from_pretrained(source, trust_remote_code=True)
         tokenizer = transformers.AutoTokenizer.from_pretrained(source, trust_remote_code=True)
-    except (OSError, ValueError) as e:
+    except OSError as e:  # files that cannot be read or fetched (offline, unknown id, gated repo)
         if local:
             raise ModelError(f"could not load {folder}: {_first_line(e)}") from None
         raise ModelError(f"could not load {target!r} from the Hugging Face hub ({type(e).__name__}: "
                          f"{_first_line(e)[:160]}); download it and pass a local folder: "
                          "--model hf:/path/to/folder") from None
+    except ValueError as e:  # read fine, but transformers does not know the architecture
+        raise ModelError(f"{source}: {_first_line(e)[:200]} (a model that ships its code elsewhere, such as "
+                         "MMaDA, needs its classes registered with AutoConfig.register / AutoModel.register)"
+                         ) from None
 
     family = _family(config)
     auto_map = getattr(config, "auto_map", None) or {}
@@ -223,7 +227,7 @@ def load_hf(target: str, *, device: str = "cpu", dtype: str = "auto", name: str 
         cls = transformers.AutoModel
     torch_dtype = _resolve_dtype(dtype, device)
     try:
-        module = cls.from_pretrained(source, trust_remote_code=True, dtype=torch_dtype)
+        module = cls.from_pretrained(source, trust_remote_code=True, **{_dtype_kwarg(): torch_dtype})
     except (OSError, ValueError) as e:
         where = str(folder) if local else repr(target)
         raise ModelError(f"could not load the weights of {where} with {cls.__name__}: {_first_line(e)[:200]}"
@@ -283,6 +287,14 @@ def _resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
     if dtype not in names:
         raise ModelError(f"unknown dtype {dtype!r}; choose auto, bf16, fp16 or fp32")
     return names[dtype]
+
+
+def _dtype_kwarg() -> str:
+    """transformers renamed `torch_dtype` to `dtype` in 4.56; older releases hand unknown kwargs to the model."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
 def _forward_params(module: torch.nn.Module) -> set[str]:

@@ -3,21 +3,32 @@
     harness pretrain --task arith && harness eval --task arith --model tiny
     harness eval --task arith --model gold --split train --limit 100
 
-Each problem is a one- to three-step story about a person and some objects ("Mia has 23 pencils.
-She buys 14 more. Then the number of pencils doubles. How many pencils does Mia have now?") with small
-non-negative integers (every intermediate value below 1000, divisions exact). The worked solution is
-one line per step with zero-padded three-digit numbers (`023+014=037`, `037*002=074`): a fixed width
-puts every digit in the same place, which a small model learns much faster (a prototype went from 33%
-to 50% greedy accuracy with it). The final answer in `\\boxed{}` is a plain integer, so the gsm8k
-verifier, extraction and reward score arith unchanged.
+Each problem is a one- to three-step story about a person and some objects ("Chloe has 3 jars with 9
+eggs in each. She loses 10. She picks 2 more. How many eggs does Chloe have now?"); every amount stays
+within 0..99 and divisions are exact. The worked solution has one line per step with zero-padded
+two-digit numbers, each step continuing from the previous result:
+
+    03*09=27
+    -10=17
+    +02=19
+
+and the answer, a plain integer, in `\\boxed{}`, so the gsm8k verifier, extraction and reward score arith
+unchanged. Why this format (measured with the tiny model, see harness/pretrain.py): a fixed width puts
+every digit at a fixed offset in its line (a prototype went from 33% to 50% with zero padding); not
+repeating the running total makes each intermediate result appear once, so it must be computed rather
+than copied from the next line. Three amounts in four that are added or taken away are round (10-40):
+in a few CPU minutes the model learns the tens of a sum long before the units table (after 3000 steps
+it got the tens digit of a two-digit sum right 75% of the time and the units digit at chance), so fully
+random amounts left base accuracy near 10%; the other quarter keeps full two-digit sums in the test.
 
 Splits: `test` (2000 problems) and `train` (20000) come from fixed generator seeds; questions are
-unique within a split and no test question appears in train (checked by text, and generation skips
-any train question that is a test question). `--data FILE` loads a saved file of GSM8K rows
-`{question, answer}` instead (`records(split)` gives the rows to save).
+unique within a split and no test question appears in train (generation skips any train question that
+is a test question; checked in tests/test_embedded_tasks.py). `--data FILE` loads a saved file of
+GSM8K rows `{question, answer}` instead (`records(split)` gives the rows to save).
 
-Departure from gsm8k: the prompt asks for the format in one short line instead of gsm8k's long
-instruction, to keep the sequences of the CPU model short; a chat model is still told the format.
+Departure from gsm8k: the prompt is the question alone, without gsm8k's instruction line (16 tokens, a
+third of an arith prompt, on every training step of the CPU model); the embedded model learns the format
+from its training data. A chat model evaluated on arith is therefore not told the format.
 """
 
 from __future__ import annotations
@@ -31,9 +42,9 @@ from tasks.gsm8k import GSM8K
 
 SPLIT_SIZES = {"test": 2000, "train": 20000}
 SPLIT_SEEDS = {"test": 1_000_003, "train": 2_000_003}  # fixed: the splits are part of the benchmark
-MAX_VALUE = 999  # three digits, the width of the worked solution
+MAX_VALUE = 99  # two digits, the width of the worked solution
 
-PROMPT_TEMPLATE = "{question}\nAnswer as <reasoning> steps </reasoning> <answer> \\boxed{{N}} </answer>."
+PROMPT_TEMPLATE = "{question}"
 
 NAMES = [("Mia", "she"), ("Tom", "he"), ("Ava", "she"), ("Leo", "he"), ("Zoe", "she"), ("Sam", "he"),
          ("Lily", "she"), ("Ben", "he"), ("Emma", "she"), ("Jack", "he"), ("Nora", "she"), ("Max", "he"),
@@ -44,15 +55,14 @@ OBJECTS = ["apples", "pencils", "stickers", "marbles", "cookies", "books", "card
 CONTAINERS = ["boxes", "bags", "packs", "baskets", "jars", "trays"]
 ADD_VERBS = ["buys {b} more", "finds {b} more", "gets {b} more", "picks {b} more", "wins {b} more"]
 SUB_VERBS = ["gives {b} to {friend}", "sells {b}", "loses {b}", "gives away {b}", "uses {b}"]
-TIMES = {2: "doubles", 3: "triples", 4: "quadruples"}
+TIMES = {2: "doubles", 3: "triples"}
+PARTS = {2: "half", 3: "a third", 4: "a quarter", 5: "a fifth"}
+ROUND_SHARE = 0.75  # share of round amounts (10, 20, 30, 40) among the amounts added or taken away
 
 
-def _fmt(x: int) -> str:
-    return f"{x:03d}"
-
-
-def _line(x: int, op: str, y: int, z: int) -> str:
-    return f"{_fmt(x)}{op}{_fmt(y)}={_fmt(z)}"
+def _line(x: int, op: str, y: int, z: int, first: bool) -> str:
+    """`07+15=22` for the first step; later steps continue from the previous result: `*02=44`."""
+    return f"{x:02d}{op}{y:02d}={z:02d}" if first else f"{op}{y:02d}={z:02d}"
 
 
 def make_problem(rng: random.Random) -> dict:
@@ -60,69 +70,77 @@ def make_problem(rng: random.Random) -> dict:
     name, pron = rng.choice(NAMES)
     friend = rng.choice([n for n, _ in NAMES if n != name])
     obj = rng.choice(OBJECTS)
-    Pron = pron.capitalize()
     n_steps = rng.randint(1, 3)
     sentences, lines = [], []
-
-    # the starting amount: a plain count, or containers times items each (one step already)
-    if n_steps >= 2 and rng.random() < 0.3:
-        k, each = rng.randint(2, 9), rng.randint(2, 30)
+    together = False
+    # the starting amount: a plain count, containers times items each (one step), or two people's
+    # amounts added up (two steps)
+    start = rng.random()
+    if n_steps >= 2 and start < 0.3:
+        k, each = rng.randint(2, 6), rng.randint(2, 15)
         x = k * each
         sentences.append(f"{name} has {k} {rng.choice(CONTAINERS)} with {each} {obj} in each.")
-        lines.append(_line(k, "*", each, x))
-    elif n_steps >= 2 and rng.random() < 0.25:
-        a, b = rng.randint(2, 99), rng.randint(1, 60)
+        lines.append(_line(k, "*", each, x, first=True))
+        question = f"How many {obj} does {name} have now?"
+    elif n_steps >= 2 and start < 0.5:
+        a, b = rng.randint(2, 40), rng.randint(1, 19)
         x = a + (a + b)
-        sentences.append(f"{name} has {a} {obj}. {friend} has {b} more {obj} than {name}.")
-        lines += [_line(a, "+", b, a + b), _line(a, "+", a + b, x)]
-        question = f"How many {obj} do {name} and {friend} have together?"
-        return _row(sentences, lines, x, question, n_steps_left=n_steps - 2, rng=rng, obj=obj, pron=pron,
-                    friend=friend, together=True)
+        sentences.append(f"{name} has {a} {obj}. {friend} has {b} more than {name}.")
+        lines += [_line(a, "+", b, a + b, first=True), _line(a + b, "+", a, x, first=False)]
+        question = f"How many {obj} do they have together?"
+        together = True
     else:
-        x = rng.randint(2, 99)
+        x = rng.randint(2, 60)
         sentences.append(f"{name} has {x} {obj}.")
-    question = f"How many {obj} does {name} have now?"
-    return _row(sentences, lines, x, question, n_steps_left=n_steps - len(lines), rng=rng, obj=obj,
-                pron=Pron, friend=friend)
-
-
-def _row(sentences, lines, x, question, *, n_steps_left, rng, obj, pron, friend, together=False) -> dict:
+        question = f"How many {obj} does {name} have now?"
     subject = "They" if together else pron.capitalize()
-    for _ in range(n_steps_left):
-        options = (["add"] if x < MAX_VALUE else []) + (["sub"] if x >= 2 else [])
-        options += ["mul"] if x * 2 <= MAX_VALUE else []
-        options += ["div"] if any(x % k == 0 for k in (2, 3, 4, 5)) and x >= 4 else []
-        op = rng.choice(options)
-        if op == "add":
-            b = rng.randint(1, min(99, MAX_VALUE - x))
-            sentences.append(f"{subject} {_verb(rng.choice(ADD_VERBS), together).format(b=b, friend=friend)}.")
-            lines.append(_line(x, "+", b, x + b))
-            x += b
-        elif op == "sub":
-            b = rng.randint(1, min(99, x - 1))
-            sentences.append(f"{subject} {_verb(rng.choice(SUB_VERBS), together).format(b=b, friend=friend)}.")
-            lines.append(_line(x, "-", b, x - b))
-            x -= b
-        elif op == "mul":
-            k = rng.choice([k for k in TIMES if x * k <= MAX_VALUE])
-            sentences.append(f"Then the number of {obj} {TIMES[k]}.")
-            lines.append(_line(x, "*", k, x * k))
-            x *= k
-        else:
-            k = rng.choice([k for k in (2, 3, 4, 5) if x % k == 0])
-            sentences.append(f"{subject} {'split' if together else 'splits'} the {obj} into {k} equal groups "
-                             f"and {'keep' if together else 'keeps'} one group.")
-            lines.append(_line(x, "/", k, x // k))
-            x //= k
+    for _ in range(n_steps - len(lines)):
+        x = _step(rng, x, subject, friend, sentences, lines, plural=together)
     return {"question": " ".join(sentences + [question]), "answer": "\n".join(lines) + f"\n#### {x}"}
 
 
-def _verb(phrase: str, together: bool) -> str:
+def _step(rng, x: int, subject: str, friend: str, sentences: list, lines: list, plural: bool) -> int:
+    """Append one operation on the current amount `x` (sentence and solution line); return the new amount."""
+    options = (["add"] if x < MAX_VALUE else []) + (["sub"] if x >= 2 else [])
+    options += ["mul"] if x * 2 <= MAX_VALUE else []  # (add and sub need room for at least 1)
+    options += ["div"] if any(x % k == 0 for k in PARTS) and x >= 4 else []
+    op = rng.choice(options)
+    if op == "add":
+        b = _amount(rng, MAX_VALUE - x)
+        sentences.append(f"{subject} {_verb(rng.choice(ADD_VERBS), plural).format(b=b)}.")
+        lines.append(_line(x, "+", b, x + b, first=not lines))
+        return x + b
+    if op == "sub":
+        b = _amount(rng, x - 1)
+        sentences.append(f"{subject} {_verb(rng.choice(SUB_VERBS), plural).format(b=b, friend=friend)}.")
+        lines.append(_line(x, "-", b, x - b, first=not lines))
+        return x - b
+    if op == "mul":
+        k = rng.choice([k for k in TIMES if x * k <= MAX_VALUE])
+        sentences.append(f"{subject} {_verb(TIMES[k], plural)} them.")
+        lines.append(_line(x, "*", k, x * k, first=not lines))
+        return x * k
+    k = rng.choice([k for k in PARTS if x % k == 0])
+    sentences.append(f"{subject} {_verb('keeps', plural)} {PARTS[k]} of them.")
+    lines.append(_line(x, "/", k, x // k, first=not lines))
+    return x // k
+
+
+def _amount(rng, most: int) -> int:
+    """An amount to add or take away, at most `most` (>= 1): a round 10-40 three times in four (the units
+    digit carries over, so a line is one small addition of tens), else any 1-40 (a full two-digit sum)."""
+    round_ones = [b for b in (10, 20, 30, 40) if b <= most]
+    if round_ones and rng.random() < ROUND_SHARE:
+        return rng.choice(round_ones)
+    return rng.randint(1, min(40, most))
+
+
+def _verb(phrase: str, plural: bool) -> str:
     """Third person singular -> plural for "they" ("buys" -> "buy", "gives away" -> "give away")."""
-    if not together:
+    if not plural:
         return phrase
     first, _, rest = phrase.partition(" ")
-    return f"{first[:-1]} {rest}"
+    return f"{first[:-1]} {rest}".rstrip()
 
 
 @lru_cache(maxsize=4)
@@ -156,9 +174,10 @@ class Arith(GSM8K):
     hub_id = None
     default_data_hint = ""
     embedded = True
-    # what the tiny model is trained for: completions fit in 48 tokens (the longest, a three-step
-    # solution, is 42 with its scaffolding); 2 tokens per step keeps a 2000-problem eval near 1 CPU minute
-    gen_defaults = {"gen_length": 48, "block_length": 16, "steps": 24}
+    # what the tiny model is trained for: completions fit in 32 tokens (the longest, a three-step
+    # solution, is 27 with its scaffolding). Two tokens per step: on 500 test problems the tiny model
+    # scored 27.4% with 16 steps and 28.0% with 32 (block 8, 16 or 32 alike), at half the eval time
+    gen_defaults = {"gen_length": 32, "block_length": 16, "steps": 16}
     # the tiny model's tokenizer writes the fixed scaffolding of wrap_solution as three tokens
     tiny_tokens = ("<reasoning>\n", "\n</reasoning>\n<answer>\n\\boxed{", "}\n</answer>")
     pretrain_seconds = 240.0  # `harness pretrain` budget on 2 CPU cores

@@ -10,18 +10,21 @@ specification, and some compose two operations, so solving a test task means rea
 recalling a training task. Expected values come from running the reference, so every reference passes
 its own tests (checked in tests/test_embedded_tasks.py through the sandbox, as the verifier runs it).
 
-Splits: `test` (500 tasks) and `train` (10000) from fixed seeds; specifications are unique within a
-split and no test specification (nor test code) appears in train. Function names, argument names and
-constants come from pools shared by both splits, so every identifier of a test task was seen in training.
+Splits: `test` (500 tasks) and `train` (8000) from fixed seeds; specifications are unique within a
+split, and a specification belongs to one side only, chosen by a stable hash of its text (`split_of`),
+so no test spec appears in train. Function names, argument names and constants come from pools shared
+by both splits, so every identifier of a test task was seen in training. (Code can repeat across
+splits when two phrasings give one body, e.g. `x * 2` from "times 2" and a spec with another name.)
 `--data FILE` loads a saved MBPP-format file instead (`records(split)` gives the rows).
 
 Scoring is mbpp's: the first python block of the completion runs in the sandbox against the asserts.
-Departure from mbpp: a shorter prompt (spec, the first test, one line of format), to keep the CPU
-model's sequences short.
+Departure from mbpp: the prompt is the spec and the first test, without mbpp's instruction line, to
+keep the CPU model's sequences short (the embedded model learns the fenced format from its data).
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import replace
 from functools import lru_cache
@@ -29,10 +32,11 @@ from functools import lru_cache
 from tasks.base import TASKS, Example
 from tasks.mbpp import MBPP
 
-SPLIT_SIZES = {"test": 500, "train": 10000}
+SPLIT_SIZES = {"test": 500, "train": 8000}
+TEST_SHARE = 5  # a spec belongs to the test side iff its stable hash is 0 modulo this
 SPLIT_SEEDS = {"test": 3_000_017, "train": 4_000_037}
 
-PROMPT_TEMPLATE = "{spec}\n{test}\nAnswer with a ```python code block."
+PROMPT_TEMPLATE = "{spec}\n{test}"
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 WORDS = ["apple", "banana", "cherry", "river", "stone", "garden", "python", "window", "yellow", "summer",
@@ -102,7 +106,7 @@ def make_task(rng: random.Random) -> dict:
     family = rng.choice(sorted(FAMILIES))
     names, kind, spec, body = FAMILIES[family]
     name = rng.choice(names)
-    k, m, c = rng.randint(2, 12), rng.randint(1, 20), rng.choice(LETTERS[:8])
+    k, m, c = rng.randint(2, 30), rng.randint(1, 30), rng.choice(LETTERS)
     if kind == "int2":
         a, b = rng.choice(ARG_NAMES[kind])
         params = f"{a}, {b}"
@@ -133,33 +137,43 @@ def _inputs(kind: str, rng: random.Random, k: int, c: str) -> list[tuple]:
             args = ([rng.randint(0, 2 * k + 5) for _ in range(rng.randint(1, 5))],)
         else:
             w = rng.choice(WORDS)
-            args = (w if rng.random() < 0.7 else c + w,)
+            # half the words contain the letter, so counts and predicates are not always 0 / False
+            with_c = [v for v in WORDS if c in v]
+            args = (rng.choice(with_c) if with_c and rng.random() < 0.5 else w,)
         if args not in out:
             out.append(args)
     return out
+
+
+def split_of(spec: str) -> str:
+    """`test` or `train`: a fixed function of the specification text (a stable hash), so the splits are
+    disjoint by construction, and families without a constant (few distinct specs) appear in both
+    splits with different names or arguments."""
+    digest = hashlib.sha256(spec.encode()).digest()
+    return "test" if int.from_bytes(digest[:4], "little") % TEST_SHARE == 0 else "train"
 
 
 @lru_cache(maxsize=4)
 def _split_records(split: str) -> tuple[dict, ...]:
     if split not in SPLIT_SIZES:
         raise ValueError(f"minicode has splits {', '.join(SPLIT_SIZES)}, not {split!r}")
-    exclude: set[str] = set()
-    if split == "train":
-        for r in _split_records("test"):
-            exclude |= {r["prompt"], r["code"]}
-    return tuple(generate(SPLIT_SIZES[split], SPLIT_SEEDS[split], exclude=exclude))
+    return tuple(generate(SPLIT_SIZES[split], SPLIT_SEEDS[split], side=split))
 
 
-def generate(n: int, seed: int, exclude: set[str] = frozenset()) -> list[dict]:
-    """`n` tasks from `seed` with distinct specs, none whose spec or code is in `exclude`."""
+def generate(n: int, seed: int, side: str | None = None, max_draws: int = 1_000_000) -> list[dict]:
+    """`n` tasks from `seed` with distinct specs and distinct code, only from `side` (test | train) if given."""
     rng = random.Random(seed)
-    seen, rows = set(exclude), []
-    while len(rows) < n:
+    seen: set[str] = set()
+    rows: list[dict] = []
+    for _ in range(max_draws):
+        if len(rows) == n:
+            return rows
         row = make_task(rng)
-        if row["prompt"] not in seen and row["code"] not in seen:
-            seen |= {row["prompt"], row["code"]}
-            rows.append(row)
-    return rows
+        if row["prompt"] in seen or row["code"] in seen or (side and split_of(row["prompt"]) != side):
+            continue
+        seen |= {row["prompt"], row["code"]}
+        rows.append(row)
+    raise RuntimeError(f"only {len(rows)} distinct minicode tasks after {max_draws} draws; widen the templates")
 
 
 def records(split: str = "test") -> list[dict]:

@@ -2,7 +2,14 @@ import math
 
 import pytest
 
-from tasks.metrics import accuracy_with_ci, mean_with_ci, paired_bootstrap_ci, pass_at_k, pass_at_ks, wilson_interval
+from tasks.metrics import (
+    accuracy_with_ci,
+    mean_with_ci,
+    paired_bootstrap_ci,
+    pass_at_k,
+    pass_at_ks,
+    wilson_interval,
+)
 
 
 def test_wilson_interval_matches_hand_computation_for_8_of_10():

@@ -160,10 +160,11 @@ def train(model, task: Task, method_name: str, train_examples: Sequence[Example]
     every = checkpoint_every or cfg.checkpoint_every
     config = run.flat_config(method_name, seed)
     state: dict[str, Any] = {"curve": [], "train_nfe": 0, "train_forwards": 0, "wall_time_s": 0.0}
-    start = 0
+    start, saved = 0, None  # saved: the step of the checkpoint this run loaded or wrote last
     if resume and path is not None and path.exists():
         start, state = ckpt.load(path, module=run.module, optimizer=run.optimizer, scheduler=run.scheduler,
                                  config=config)
+        saved = start
     t0, wall0 = time.perf_counter(), state["wall_time_s"]
     try:
         if start == 0 and cfg.eval_every > 0 and (evaluate_fn or base_metrics):
@@ -179,13 +180,15 @@ def train(model, task: Task, method_name: str, train_examples: Sequence[Example]
                 if run.acc.is_main_process:
                     ckpt.save(path, module=run.acc.unwrap_model(run.wrapped), optimizer=run.optimizer,
                               scheduler=run.scheduler, step=step, state=state, config=config)
+                saved = step
                 run.acc.wait_for_everyone()
             if progress and run.acc.is_main_process and step % max(cfg.log_every, 1) == 0:
                 print(_progress_line(row, cfg.steps), file=sys.stderr, flush=True)
     except TrainingDiverged as e:
-        where = f"last good checkpoint: {path}" if path is not None and path.exists() else \
-            "no checkpoint was written (pass out_dir to keep one)"
-        raise TrainingDiverged(f"{e}; {where}") from None
+        where = f"last good checkpoint: {path} (step {saved}), left untouched" if saved is not None else \
+            "no checkpoint was written" + ("" if path is not None else " (pass out_dir to keep one)")
+        raise TrainingDiverged(f"{e}; {where}; the run is deterministic, so resuming with the same settings "
+                               "diverges again: lower lr or max_grad_norm and start over") from None
     finally:
         run.module.train(run.was_training)
     done = state["curve"][-1]["step"] if state["curve"] else 0

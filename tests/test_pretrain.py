@@ -1,0 +1,76 @@
+"""Tests for harness/pretrain.py: the masked diffusion loss, the schedule, and a short real run."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from harness.pretrain import PretrainConfig, _collate, _lr, _ThreadChooser, diffusion_loss, pretrain
+
+
+class Recorder:
+    """A model whose logits are uniform over V ids; it keeps the noisy input it was given."""
+
+    def __init__(self, vocab=6):
+        self.vocab, self.inputs = vocab, []
+
+    def logits(self, ids, attention_mask=None):
+        self.inputs.append(ids.clone())
+        return torch.zeros(*ids.shape, self.vocab, requires_grad=True)
+
+
+def test_collate_left_pads_prompts_and_marks_the_completion():
+    ids, attn, loss_mask = _collate([[4, 5], [4]], torch.tensor([[1, 3], [1, 3]]), pad_id=0)
+    assert ids.tolist() == [[4, 5, 1, 3], [0, 4, 1, 3]]
+    assert attn.tolist() == [[True] * 4, [False, True, True, True]]
+    assert loss_mask.tolist() == [[False, False, True, True]] * 2
+
+
+def test_diffusion_loss_never_masks_the_prompt_and_weights_by_one_over_t():
+    ids, attn, loss_mask = _collate([[4, 5, 4]] * 64, torch.full((64, 8), 3), pad_id=0)
+    model = Recorder(vocab=6)
+    loss = diffusion_loss(model, ids, attn, loss_mask, mask_id=2, eps=1e-3, gen=torch.Generator().manual_seed(0))
+    noisy = model.inputs[0]
+    assert torch.equal(noisy[:, :3], ids[:, :3])  # prompt intact
+    masked = noisy[:, 3:] == 2
+    assert masked.any() and not masked.all()
+    # uniform logits: every masked token costs log(6); E[#masked / t] = L per row, so the loss is
+    # about log(6) (sum over rows of n_masked/t * log 6, divided by B * L)
+    assert loss.item() == pytest.approx(math.log(6), rel=0.25)
+
+
+def test_lr_warms_up_then_decays_to_the_floor():
+    cfg = PretrainConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    assert _lr(0, 0.0, cfg) == pytest.approx(1e-4)
+    assert _lr(9, 0.05, cfg) == pytest.approx(1e-3)
+    assert _lr(10, 0.0, cfg) == pytest.approx(1e-3)
+    assert _lr(500, 0.5, cfg) == pytest.approx(0.55e-3)
+    assert _lr(1000, 1.0, cfg) == pytest.approx(1e-4)
+
+
+def test_thread_chooser_keeps_the_faster_setting_and_restores_the_default():
+    before = torch.get_num_threads()
+    chooser = _ThreadChooser(every=100, probe=3, warmup=0)
+    chooser.options = [2, 1]  # pretend a 2-core machine
+    for step in range(6):
+        chooser.before_step(step)
+        n = torch.get_num_threads()
+        chooser.after_step(0.4 if n == 2 else 0.1)  # one thread is faster (a busy machine)
+    chooser.before_step(6)
+    assert torch.get_num_threads() == 1
+    chooser.restore()
+    assert torch.get_num_threads() == before
+
+
+def test_a_short_pretrain_lowers_the_loss_and_loads_through_the_hf_path(tmp_path):
+    from harness.models import load_model
+
+    cfg = PretrainConfig(hidden=32, layers=1, heads=2, ffn=64, batch_size=32, warmup_steps=5, lr=3e-3)
+    out = pretrain("arith", steps=60, seed=0, progress=False, out=tmp_path / "tiny-arith", config=cfg)
+    info = json.loads((out / "pretrain.json").read_text())
+    assert info["steps"] == 60 and info["final_loss"] < info["first_loss"] - 0.5
+    model = load_model(f"hf:{out}")
+    ids, attn = model.encode_prompts(["Mia has 3 apples. How many apples does Mia have now?"])
+    assert model.logits(ids, attn).shape == (*ids.shape, len(model.tokenizer))
+    assert model.mask_id == model.tokenizer.mask_token_id

@@ -28,6 +28,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="sweep")
     p.add_argument("--timeout", type=float, default=None)
+    p.add_argument("--eval-split", default="validation", help="choose settings on validation, never on test")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], help="shared KEY=VALUE for every run")
+    p.add_argument("--compare-layout", action="store_true",
+                   help="name folders as `harness compare` does (<task>__tiny__<method>__seed<S>)")
     args = p.parse_args()
     grid = json.loads(args.grid)
     keys = list(grid)
@@ -37,10 +43,19 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
 
     def one(combo: dict) -> dict:
-        name = "__".join(f"{k}={v}" for k, v in combo.items())
+        if args.compare_layout:
+            from harness.experiment import run_dir_name
+
+            name = run_dir_name(args.task, "tiny", combo.get("method", "maskgrpo"), combo.get("seed", 0), args.steps)
+        else:
+            name = "__".join(f"{k}={v}" for k, v in combo.items())
         cmd = [sys.executable, "-m", "harness.cli", "run", "--task", args.task, "--no-progress",
                "--method", str(combo.get("method", "maskgrpo")), "--seed", str(combo.get("seed", 0)),
-               "--out", str(out / name), "--overwrite"]
+               "--out", str(out / name), "--overwrite", "--eval-split", args.eval_split, "--device", args.device]
+        if args.limit:
+            cmd += ["--limit", str(args.limit)]
+        for kv in args.set:
+            cmd += ["--set", kv]
         if args.steps is not None:
             cmd += ["--steps", str(args.steps)]
         for k, v in combo.items():

@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", help="test problems (real tasks); embedded tasks generate their own")
     s.add_argument("--train-data", help="training problems (real tasks)")
     s.add_argument("--limit", type=int, help="evaluate on the first N test problems")
+    s.add_argument("--eval-split", default="test",
+                   help="split an embedded task is evaluated on: test, or validation when choosing settings")
     s.add_argument("--checkpoint-every", type=int, default=50, help="save a checkpoint every N steps")
     s.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

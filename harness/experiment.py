@@ -73,7 +73,7 @@ def run_experiment(args: argparse.Namespace, base: EvalOutput | None = None) -> 
         raise ValueError("--steps must be >= 0")
     overrides = parse_overrides(getattr(args, "set", []))
     if task.embedded:
-        test = task.load(args.data, split="test", limit=args.limit)
+        test = task.load(args.data, split=getattr(args, "eval_split", None) or "test", limit=args.limit)
         train_examples = task.load(getattr(args, "train_data", None), split="train")
     else:
         test = task.load(args.data, limit=args.limit)
@@ -140,7 +140,7 @@ def run_experiment(args: argparse.Namespace, base: EvalOutput | None = None) -> 
         "tokens_per_second": final.tokens_per_second, "wall_time_s": round(time.perf_counter() - t0, 3),
         "train": train_info,
         "config": {"task": task.name, "model": args.model, "method": method, "seed": args.seed,
-                   "steps": args.steps, "limit": args.limit, "data": args.data, "overrides": overrides,
+                   "steps": args.steps, "limit": args.limit, "eval_split": getattr(args, "eval_split", None) or "test", "data": args.data, "overrides": overrides,
                    "method_config": method_config},
     }
     summary.update(provenance())

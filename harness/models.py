@@ -17,8 +17,9 @@ Families differ in four small ways, all handled here and nowhere else:
 * MMaDA (model_type `mmada`): LLaDA's ids plus an image codebook of `config.codebook_size` (8192) ids
   placed right after the text tokenizer's vocabulary (`len(tokenizer)`, MMaDA's reserved-token layout);
   padding goes in as a 4-D `attention_bias`, as in MMaDA's own generators.
-* Everything else (the embedded `tiny` BERT, any `AutoModelForMaskedLM`): 2-D `attention_mask`, and
-  position ids counted from the first real token so that left padding does not move the prompt.
+* Everything else (the embedded `tiny` RoFormer, any `AutoModelForMaskedLM`): 2-D `attention_mask`,
+  and, where the forward takes them, position ids counted from the first real token so that left padding
+  does not move the prompt (rotary models such as RoFormer need none: they see only offsets).
 
 Nothing is downloaded unless the user names a hub id; an unreachable hub id fails with a one-line
 `ModelError` that says to pass a local folder. LoRA (peft) and multi-GPU (accelerate) wrap `.module`

@@ -40,8 +40,8 @@ from functools import lru_cache
 from tasks.base import TASKS, Example
 from tasks.gsm8k import GSM8K
 
-SPLIT_SIZES = {"test": 2000, "train": 20000}
-SPLIT_SEEDS = {"test": 1_000_003, "train": 2_000_003}  # fixed: the splits are part of the benchmark
+SPLIT_SIZES = {"test": 2000, "train": 20000, "validation": 1000}
+SPLIT_SEEDS = {"test": 1_000_003, "train": 2_000_003, "validation": 3_000_003}  # fixed: the splits are part of the benchmark
 MAX_VALUE = 99  # two digits, the width of the worked solution
 
 PROMPT_TEMPLATE = "{question}"
@@ -147,7 +147,10 @@ def _verb(phrase: str, plural: bool) -> str:
 def _split_records(split: str) -> tuple[dict, ...]:
     if split not in SPLIT_SIZES:
         raise ValueError(f"arith has splits {', '.join(SPLIT_SIZES)}, not {split!r}")
-    exclude = {r["question"] for r in _split_records("test")} if split == "train" else set()
+    # train excludes test; validation (for choosing RL settings, never the test split) excludes both
+    exclude = {r["question"] for r in _split_records("test")} if split != "test" else set()
+    if split == "validation":
+        exclude |= {r["question"] for r in _split_records("train")}
     return tuple(generate(SPLIT_SIZES[split], SPLIT_SEEDS[split], exclude=exclude))
 
 

@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(s, default="tiny")
     s.add_argument("--steps", type=int)
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--limit", type=int, help="evaluate on the first N test problems")
     s.add_argument("--results", default="results", help="where run folders go")
 
     s = sub.add_parser("leaderboard", help="collate results/ into leaderboards/ (CSV, markdown, plots)")

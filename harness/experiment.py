@@ -113,7 +113,9 @@ def run_experiment(args: argparse.Namespace, base: EvalOutput | None = None) -> 
         evaluate_fn = lambda m: evaluate(task, m, curve_test, decode, seed=args.seed, tag="eval").metrics  # noqa: E731
         result = train(model, task, method, train_examples, test, cfg, seed=args.seed, out_dir=out_dir,
                        evaluate_fn=evaluate_fn, progress=progress, resume=args.resume,
-                       checkpoint_every=args.checkpoint_every, base_metrics=base.metrics)
+                       checkpoint_every=args.checkpoint_every,
+                       # step 0 of the curve must be on the same problems as its later points
+                       base_metrics=base.metrics if len(curve_test) == len(test) else None)
         curve = result.curve
         method_config = result.config
         train_info = {"steps": result.steps, "rollout_budget": result.rollout_budget,
@@ -214,7 +216,7 @@ def compare(args: argparse.Namespace) -> dict:
         for m in methods:
             run_args = argparse.Namespace(
                 task=args.task, method=m, model=args.model, device=args.device, dtype=args.dtype, seed=seed,
-                steps=args.steps, data=None, train_data=None, limit=None, checkpoint_every=50, resume=True,
+                steps=args.steps, data=None, train_data=None, limit=getattr(args, "limit", None), checkpoint_every=50, resume=True,
                 set=args.set, out=None, results=args.results, no_progress=False)
             out_dir = Path(args.results) / run_dir_name(args.task, args.model, m, seed, args.steps)
             try:

@@ -68,8 +68,9 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
              config: PretrainConfig | None = None) -> Path:
     """Train the tiny model for `task_name`; write it atomically to the cache (or `out`); return the folder.
 
-    Budget: `steps` (deterministic given the seed), `seconds` for the whole call (default: the task's
-    `pretrain_seconds`), or both (whichever ends first).
+    Budget: `steps` (deterministic given the seed) and `seconds` for the whole call, whichever ends
+    first; each defaults to the task's `pretrain_steps` / `pretrain_seconds`. On a machine too slow or too
+    busy to take the steps in time, the cosine schedule still completes (it follows the time budget).
     """
     from harness.models import DiffusionModel, tiny_model_path
     from harness.tokenizer import build_tokenizer
@@ -77,8 +78,12 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
 
     cfg = config or PretrainConfig()
     task = get_task(task_name)
-    if seconds is None and steps is None:
-        seconds = float(getattr(task, "pretrain_seconds", 240.0))
+    if steps is None:
+        steps = getattr(task, "pretrain_steps", None)
+    if seconds is None:
+        seconds = getattr(task, "pretrain_seconds", None)
+    if not steps and not seconds:
+        raise ValueError("pretrain needs a budget: steps, seconds or both")
     gen_length = int(task.gen_defaults["gen_length"])
     t_start = time.perf_counter()
 

@@ -21,9 +21,9 @@ in a few CPU minutes the model learns the tens of a sum long before the units ta
 it got the tens digit of a two-digit sum right 75% of the time and the units digit at chance), so fully
 random amounts left base accuracy near 10%; the other quarter keeps full two-digit sums in the test.
 
-Splits: `test` (2000 problems) and `train` (20000) come from fixed generator seeds; questions are
-unique within a split and no test question appears in train (generation skips any train question that
-is a test question; checked in tests/test_embedded_tasks.py). `--data FILE` loads a saved file of
+Splits: `test` (2000 problems), `train` (20000) and `validation` (1000, for choosing RL settings) come
+from fixed generator seeds; questions are unique within a split and no test question appears in the
+others (generation skips any such question; checked in tests/test_embedded_tasks.py). `--data FILE` loads a saved file of
 GSM8K rows `{question, answer}` instead (`records(split)` gives the rows to save).
 
 Departure from gsm8k: the prompt is the question alone, without gsm8k's instruction line (16 tokens, a
@@ -183,7 +183,10 @@ class Arith(GSM8K):
     gen_defaults = {"gen_length": 32, "block_length": 16, "steps": 16}
     # the tiny model's tokenizer writes the fixed scaffolding of wrap_solution as three tokens
     tiny_tokens = ("<reasoning>\n", "\n</reasoning>\n<answer>\n\\boxed{", "}\n</answer>")
-    pretrain_seconds = 240.0  # `harness pretrain` budget on 2 CPU cores
+    # `harness pretrain` budget: 2400 steps of batch 32, cut at 280 s on a slow or busy machine
+    # (2400 steps took 232 s on 2 idle cores)
+    pretrain_steps = 2400
+    pretrain_seconds = 280.0
 
     def load(self, data: str | None = None, split: str = "test", limit: int | None = None) -> list[Example]:
         if data:

@@ -76,7 +76,7 @@ def test_arith_loads_a_saved_gsm8k_format_file(tmp_path):
 
 def test_unknown_split_is_a_clear_error():
     with pytest.raises(ValueError, match="test, train"):
-        get_task("arith").load(split="validation")
+        get_task("arith").load(split="dev")
 
 
 # ---- minicode ---------------------------------------------------------------------------------------
@@ -105,12 +105,19 @@ def test_every_minicode_reference_passes_its_own_asserts(minicode_splits):
         assert len(ex.reference["tests"]) == 3
 
 
+def test_minicode_tests_tell_constant_answers_apart(minicode_splits):
+    _, train, test = minicode_splits
+    # a predicate whose three asserts all expect False would pass `return False`
+    same = [e for e in train + test if len({t.rsplit("==", 1)[1] for t in e.reference["tests"]}) == 1]
+    assert len(same) / len(train + test) < 0.02
+
+
 def test_minicode_gold_passes_the_mbpp_verifier_in_the_sandbox(minicode_splits):
     task, _, test = minicode_splits
     sample = test[:: len(test) // 8][:8]
     scored = task.score_many([e.solution for e in sample], sample)
     assert all(s.verdict for s in scored), [s.extra for s in scored if not s.verdict]
-    wrong = test[0].solution.replace("return", "return 1 +")
+    wrong = "```python\ndef nothing():\n    return None\n```"
     assert task.verify(wrong, test[0].reference) is False
 
 

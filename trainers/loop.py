@@ -121,7 +121,7 @@ class TrainConfig:
 # (the prototype found 48% of groups mixed at this setting), 16 rollout denoising steps (half the eval
 # decoder's; accuracy did not depend on it), a learning curve on 500 test problems, and a shared
 # mu = 4 with a k3 KL anchor beta = 0.1 (without it, all-correct templates drifted down in the prototype).
-EMBEDDED_DEFAULTS = {"steps": 120, "prompts_per_step": 8, "num_generations": 6, "lr": 2e-5, "eval_every": 30,
+EMBEDDED_DEFAULTS = {"steps": 100, "prompts_per_step": 8, "num_generations": 6, "lr": 3e-5, "eval_every": 50,
                      "eval_limit": 500, "temperature": 1.0, "diffusion_steps": 16}
 EMBEDDED_METHOD_DEFAULTS = {"mu": 4, "beta": 0.1}
 

@@ -1,6 +1,6 @@
 """Pretrain the embedded `tiny` model for a task: a small RoFormer trained with the masked diffusion loss.
 
-    harness pretrain --task arith        # ~4 minutes on 2 CPU cores -> $HARNESS_HOME/models/tiny-arith/
+    harness pretrain --task arith        # ~3.5 minutes on 2 CPU cores -> $HARNESS_HOME/models/tiny-arith/
     python -c "from harness.pretrain import pretrain; pretrain('arith', steps=50)"
 
 What it builds: a word-level tokenizer over the task's train and test text (`harness.tokenizer`; the
@@ -112,7 +112,7 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
                            eos_id=eos_id)
     opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    batches = _batches(len(train), cfg.batch_size, gen)
+    batches = _batches([len(p) for p in prompt_ids], cfg.batch_size, gen)
     autocast = _autocast(cfg.bf16)
     # the time left for training once data and tokenizer are ready, minus a margin for saving
     budget = None if seconds is None else max(1.0, seconds - (time.perf_counter() - t_start) - 3.0)
@@ -216,12 +216,20 @@ def _collate(prompts: list[list[int]], completions: torch.Tensor, pad_id: int):
     return ids, attn, loss_mask
 
 
-def _batches(n: int, batch_size: int, gen: torch.Generator):
-    """Endless shuffled minibatches of indices (a fresh permutation per epoch, last partial batch dropped)."""
+def _batches(lengths: list[int], batch_size: int, gen: torch.Generator, pool: int = 16):
+    """Endless minibatches of indices: each epoch a fresh permutation, cut into pools of `pool` batches;
+    within a pool the examples are sorted by prompt length before being cut into batches, and the batches
+    are yielded in random order. Every example is seen once per epoch (the last partial batch dropped), as
+    with plain shuffling, but a batch's prompts have similar lengths, so left padding wastes little
+    compute (a third of minicode's tokens were padding with plain shuffling)."""
+    n = len(lengths)
     while True:
-        perm = torch.randperm(n, generator=gen)
-        for i in range(0, n - batch_size + 1, batch_size):
-            yield perm[i:i + batch_size]
+        perm = torch.randperm(n, generator=gen).tolist()
+        for start in range(0, n, batch_size * pool):
+            chunk = sorted(perm[start:start + batch_size * pool], key=lengths.__getitem__)
+            cut = [chunk[i:i + batch_size] for i in range(0, len(chunk) - batch_size + 1, batch_size)]
+            for j in torch.randperm(len(cut), generator=gen).tolist():
+                yield torch.tensor(cut[j])
 
 
 def _lr(step: int, frac: float, cfg: PretrainConfig) -> float:

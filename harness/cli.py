@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--out", help="output folder (default results/eval__<task>__<model>__<time>)")
     s.add_argument("--overwrite", action="store_true", help="replace the results of another run in --out")
+    _add_detector_args(s)
     _add_decode_args(s)
 
     s = sub.add_parser("score", help="score completions generated elsewhere")
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", help="the problems the ids refer to (local file or hub id)")
     s.add_argument("--out", help="output folder (default results/score__<task>__<time>)")
     s.add_argument("--overwrite", action="store_true", help="replace the results of another run in --out")
+    _add_detector_args(s)
 
     s = sub.add_parser("run", help="evaluate the base model, train with an RL method, evaluate again")
     s.add_argument("--task", required=True)
@@ -116,6 +118,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results", default="results")
     s.add_argument("--out", default="leaderboards")
     return p
+
+
+def _add_detector_args(s) -> None:
+    g = s.add_argument_group("GenEval on real images (task geneval)")
+    g.add_argument("--detector-path", help="local Mask2Former COCO instance-segmentation folder "
+                   "(e.g. a download of facebook/mask2former-swin-small-coco-instance)")
+    g.add_argument("--clip-path", help="local open_clip weights for colour classification (ViT-L-14, OpenAI)")
+
+
+def _task_for(args):
+    """The task named by --task, with GenEval's detector weights when they are given."""
+    from tasks import get_task
+
+    paths = {k: getattr(args, k, None) for k in ("detector_path", "clip_path")}
+    given = {k: v for k, v in paths.items() if v}
+    if given and args.task != "geneval":
+        flags = " and ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(f"{flags} apply to --task geneval (real images) only, not {args.task!r}")
+    return get_task(args.task, **given)
 
 
 def _usage_errors() -> tuple[type[BaseException], ...]:
@@ -304,9 +325,8 @@ def _embedded_names() -> list[str]:
 def cmd_eval(args) -> int:
     from harness.results import check_out_dir
     from harness.runner import eval_summary, evaluate, write_eval
-    from tasks import get_task
 
-    task = get_task(args.task)
+    task = _task_for(args)
     check_model_name(args.model)
     check_positive(n_samples=args.n_samples, limit=args.limit, batch_size=args.batch_size)
     decode = decode_config(task, args)  # invalid decoder settings fail here, before any work
@@ -329,9 +349,8 @@ def cmd_eval(args) -> int:
 def cmd_score(args) -> int:
     from harness.results import check_out_dir
     from harness.runner import eval_summary, read_predictions, score_predictions, write_eval
-    from tasks import get_task
 
-    task = get_task(args.task)
+    task = _task_for(args)
     pred = Path(args.predictions)
     if not pred.exists():
         raise FileNotFoundError(f"predictions not found: {pred}")

@@ -147,6 +147,12 @@ def run_experiment(args: argparse.Namespace, base: EvalOutput | None = None) -> 
     }
     summary.update(provenance())
     atomic_write_jsonl(out_dir / "samples.jsonl", (s.to_json() for s in final.scored))
+    if task.kind == "image" and hasattr(task, "to_image"):  # prompts with images before and after RL
+        from harness.pictures import image_sheet
+
+        cols = {"base model": base.scored} if method == "none" else \
+            {"before RL": base.scored, f"after {method}": final.scored}
+        summary["images"] = image_sheet(task, test, cols, out_dir / "images.png").name
     if curve:
         atomic_write_text(out_dir / "curve.csv", curve_to_csv(curve))
     atomic_write_json(out_dir / "summary.json", summary)

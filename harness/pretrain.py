@@ -61,6 +61,8 @@ class PretrainConfig:
     grad_clip: float = 1.0
     bf16: bool = True  # bf16 autocast: 1.4x the fp32 training speed on CPU (bench_model_classes.py)
     max_position: int = 512  # position embeddings: prompt + gen_length must fit
+    cond_dropout: float | None = None  # share of sequences trained with the prompt hidden (for CFG);
+    # None = 0.1 on image tasks (MMaDA/MaskGIT-style unconditional training), 0 on text tasks
 
 
 def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None = None, seed: int = 0,
@@ -94,9 +96,16 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
     tokenizer = build_tokenizer(prompts + completions + [task.format_prompt(e) for e in test]
                                 + [e.solution for e in test], multi=getattr(task, "tiny_tokens", ()))
     eos_id, pad_id, mask_id = tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.mask_token_id
+    image = task.kind == "image"
+    image_range = _codebook_range(tokenizer, task) if image else None
+    cond_dropout = cfg.cond_dropout if cfg.cond_dropout is not None else (0.1 if image else 0.0)
     prompt_ids = tokenizer(prompts)["input_ids"]
     comp_ids = tokenizer(completions)["input_ids"]
-    too_long = sum(len(c) >= gen_length for c in comp_ids)  # need room for at least one EOS
+    if image:  # an image is exactly gen_length codebook tokens, no EOS
+        bad = sum(len(c) != gen_length or not all(image_range[0] <= t < image_range[1] for t in c) for c in comp_ids)
+        if bad:
+            raise ValueError(f"{bad} reference images of {task_name!r} are not {gen_length} codebook tokens")
+    too_long = 0 if image else sum(len(c) >= gen_length for c in comp_ids)  # need room for at least one EOS
     if too_long:
         raise ValueError(f"{too_long} gold completions of {task_name!r} do not fit gen_length={gen_length} "
                          "(plus one EOS); raise the task's gen_defaults['gen_length']")
@@ -108,8 +117,10 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
         comp[i, :len(c)] = torch.tensor(c)
 
     module = _build_module(cfg, vocab_size=len(tokenizer), pad_id=pad_id, seed=seed)
+    if image_range is not None:  # saved in config.json; harness.models reads it back
+        module.config.image_token_range = list(image_range)
     model = DiffusionModel(module, tokenizer, name=f"tiny-{task_name}", mask_id=mask_id, pad_id=pad_id,
-                           eos_id=eos_id)
+                           eos_id=eos_id, image_token_range=image_range)
     opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     batches = _batches([len(p) for p in prompt_ids], cfg.batch_size, gen)
@@ -136,7 +147,7 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
             lr = _lr(step, frac, cfg)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss = diffusion_loss(model, ids, attn, loss_mask, mask_id, cfg.eps, gen, autocast)
+            loss = diffusion_loss(model, ids, attn, loss_mask, mask_id, cfg.eps, gen, autocast, cond_dropout)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
@@ -161,7 +172,8 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
         "first_loss": _mean(losses[:10]), "final_loss": _mean(losses[-10:]),  # means of 10 steps
         "train_examples": len(train), "vocab_size": len(tokenizer), "gen_defaults": dict(task.gen_defaults),
         "tokens_per_step": int(cfg.batch_size * (sum(map(len, prompt_ids)) / len(prompt_ids) + gen_length)),
-        "config": asdict(cfg), "torch_threads": threads.summary(),
+        "config": asdict(cfg), "torch_threads": threads.summary(), "cond_dropout": cond_dropout,
+        "image_token_range": list(image_range) if image_range else None,
     }
     target = Path(out) if out is not None else tiny_model_path(task_name)
     _save_atomic(module, tokenizer, info, target)
@@ -169,23 +181,43 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
 
 
 def diffusion_loss(model, ids: torch.Tensor, attn: torch.Tensor, loss_mask: torch.Tensor, mask_id: int,
-                   eps: float, gen: torch.Generator, autocast=contextlib.nullcontext) -> torch.Tensor:
+                   eps: float, gen: torch.Generator, autocast=contextlib.nullcontext,
+                   cond_dropout: float = 0.0) -> torch.Tensor:
     """LLaDA's masked diffusion loss on one batch.
 
     ids (B, S) clean sequences; attn (B, S) bool, False on left padding; loss_mask (B, S) bool, True on
-    the completion (the only positions that may be masked). Returns a scalar.
+    the completion (the only positions that may be masked). With cond_dropout > 0 that share of rows has
+    every prompt token replaced by the mask id - the unconditional input classifier-free guidance feeds
+    the model at sampling time (harness.sampling). Returns a scalar.
     """
     B, S = ids.shape
     # stratified t: one uniform offset, B evenly spaced ratios, so every batch spans (eps, 1)
     u = (torch.rand(1, generator=gen) + torch.arange(B) / B) % 1.0  # (B,)
     t = (eps + (1 - eps) * u)[:, None]  # (B, 1)
     masked = (torch.rand(B, S, generator=gen) < t) & loss_mask  # (B, S)
-    noisy = torch.where(masked, torch.full_like(ids, mask_id), ids)  # (B, S)
+    if cond_dropout > 0:
+        drop = torch.rand(B, 1, generator=gen) < cond_dropout  # (B, 1)
+        masked_in = masked | (drop & attn & ~loss_mask)  # hide the prompt of dropped rows (not scored)
+    else:
+        masked_in = masked
+    noisy = torch.where(masked_in, torch.full_like(ids, mask_id), ids)  # (B, S)
     with autocast():
         logits = model.logits(noisy, attn)  # (B, S, V)
     ce = F.cross_entropy(logits.float().transpose(1, 2), ids, reduction="none")  # (B, S)
     n_completion = loss_mask.sum()  # B * gen_length
     return (ce * masked / t).sum() / n_completion
+
+
+def _codebook_range(tokenizer, task) -> tuple[int, int]:
+    """[lo, hi) ids of an image task's codebook tokens (`task.codebook_tokens()`, which must also be among
+    its `tiny_tokens`: added tokens get consecutive ids in order)."""
+    if not hasattr(task, "codebook_tokens"):
+        raise ValueError(f"image task {task.name!r} has no codebook_tokens(); the tiny model needs its codebook")
+    toks = list(task.codebook_tokens())
+    ids = tokenizer.convert_tokens_to_ids(toks)
+    if ids != list(range(ids[0], ids[0] + len(ids))):
+        raise ValueError(f"codebook tokens of {task.name!r} did not get contiguous ids: {ids}")
+    return ids[0], ids[0] + len(ids)
 
 
 def _mean(xs: list[float]) -> float | None:

@@ -169,8 +169,9 @@ def first_sample_per_id(scored: Sequence[Scored]) -> dict[Any, Scored]:
 TASKS: Registry[type[Task]] = Registry("task")
 
 
-def get_task(name: str) -> Task:
-    return TASKS.get(name)()
+def get_task(name: str, **options) -> Task:
+    """The task registered as `name`, built with `options` (e.g. geneval's detector_path)."""
+    return TASKS.get(name)(**options)
 
 
 # ---- data loading --------------------------------------------------------------------------------

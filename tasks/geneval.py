@@ -419,6 +419,18 @@ class GenevalTask(Task):
         tag = {str(ex.id): ex.reference["tag"] for ex in examples}
         return summarize([tag[str(s.id)] for s in scored], [s.verdict for s in scored])
 
+    def to_image(self, completion: Any):
+        """A PIL image of a completion (an image path or PIL image, or a shapes grid), None if unreadable."""
+        from tasks.shapes import is_shapes_input, render, to_grid
+
+        if is_shapes_input(completion):
+            grid = to_grid(completion)
+            return None if grid is None else render(grid)
+        try:
+            return completion if hasattr(completion, "convert") else open_image(completion)
+        except (OSError, ValueError):
+            return None
+
     def predictions_from_folder(self, folder: str | Path) -> list[dict]:
         """GenEval's output folder -> prediction rows {"id", "completion": image path}, every sample."""
         return [{"id": index, "completion": str(p), "prompt": meta.get("prompt")}

@@ -279,6 +279,10 @@ class ShapesTask(Task):
     embedded = True
     gen_defaults = {"sampler": "maskgit", "gen_length": GRID * GRID, "block_length": GRID * GRID, "steps": 16}
     seed = 0  # the one seed the prompt split and every reference layout derive from
+    codebook_tokens = staticmethod(codebook_tokens)  # the image vocabulary, ids 0..8 as `<img0>`..`<img8>`
+    tiny_tokens = tuple(codebook_tokens())  # one token each in the tiny model's tokenizer
+    pretrain_steps = 1500
+    pretrain_seconds = 280.0
     per_tag = {"train": 256, "test": 32}  # examples per tag in each split
 
     def __init__(self, partial_credit: float = 0.0):
@@ -320,6 +324,11 @@ class ShapesTask(Task):
     def metrics(self, scored: Sequence[Scored], examples: Sequence[Example]) -> tuple[dict, dict]:
         tag = {str(ex.id): ex.reference["tag"] for ex in examples}
         return summarize([tag[str(s.id)] for s in scored], [s.verdict for s in scored])
+
+    def to_image(self, completion: Any):
+        """The picture of a completion (PIL, 8 px per cell), or None for an unreadable grid."""
+        grid = to_grid(completion)
+        return None if grid is None else render(grid)
 
     def predictions_from_folder(self, folder: str | Path) -> list[dict]:
         """GenEval's output layout of rendered grids; folder number = example id of the test split."""

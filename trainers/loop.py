@@ -99,6 +99,7 @@ class TrainConfig:
         """Defaults for `task` (CPU scale for embedded tasks) with `--set KEY=VALUE` overrides; a key that is
         not a TrainConfig field but a field of the method's config goes to `method_overrides`."""
         values: dict[str, Any] = dict(EMBEDDED_DEFAULTS) if task.embedded else {}
+        values.update(getattr(task, "rl_defaults", None) or {})  # a task's own budget (same for every method)
         own = {f.name for f in fields(cls)}
         method_fields = {f.name for f in fields(get_method(method).config_cls)}
         mo = dict(EMBEDDED_METHOD_DEFAULTS) if task.embedded else {}

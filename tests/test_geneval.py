@@ -20,6 +20,7 @@ from tasks.geneval import (
     score_folder,
     summarize,
 )
+from tasks.shapes import GRID
 
 DATA = Path(os.environ.get("HARNESS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -204,7 +205,7 @@ def test_task_verifies_shapes_grids_and_rendered_images():
     from tasks import shapes
 
     meta = {"tag": "colors", "include": [{"class": "square", "count": 1, "color": "red"}], "prompt": "a photo of a red square"}
-    grid = np.zeros((16, 16), dtype=int)
+    grid = np.zeros((GRID, GRID), dtype=int)
     grid[2:4, 2:4] = 1  # token 1 = red
     task = GenevalTask()
     assert task.verify(shapes.grid_to_text(grid), meta) is True
@@ -234,7 +235,7 @@ def _write_folder(root: Path, items):
 
 
 def test_score_folder_reads_genevals_layout(tmp_path):
-    red, blank = np.zeros((16, 16), dtype=int), np.zeros((16, 16), dtype=int)
+    red, blank = np.zeros((GRID, GRID), dtype=int), np.zeros((GRID, GRID), dtype=int)
     red[5:7, 5:7] = 1
     colors = {"tag": "colors", "include": [{"class": "square", "count": 1, "color": "red"}], "prompt": "a photo of a red square"}
     count = {"tag": "counting", "include": [{"class": "square", "count": 2}], "exclude": [{"class": "square", "count": 3}],

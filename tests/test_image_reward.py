@@ -11,14 +11,14 @@ import pytest
 
 from tasks.geneval import MissingWeightsError
 from tasks.image_reward import ClipScore, CombinedReward, GenevalReward, ImageRewardScore, load_open_clip
-from tasks.shapes import grid_to_text
+from tasks.shapes import GRID, grid_to_text
 
 RED_SQUARE = {"tag": "colors", "include": [{"class": "square", "count": 1, "color": "red"}],
               "prompt": "a photo of a red square"}
 
 
 def _grids():
-    good, bad = np.zeros((16, 16), dtype=int), np.zeros((16, 16), dtype=int)
+    good, bad = np.zeros((GRID, GRID), dtype=int), np.zeros((GRID, GRID), dtype=int)
     good[3:5, 3:5] = 1  # red square
     bad[3:5, 3:5] = 5  # blue square
     return good, bad

@@ -16,6 +16,7 @@ from tasks.geneval import TAGS, evaluate
 from tasks.shapes import (
     CODEBOOK_SIZE,
     COLORS,
+    GRID,
     SHAPES,
     ShapesTask,
     codebook_tokens,
@@ -48,7 +49,7 @@ def test_codebook_is_background_plus_one_token_per_colour():
 
 
 def test_detector_is_exact_on_a_hand_made_grid():
-    g = np.zeros((16, 16), dtype=int)
+    g = np.zeros((16, 16), dtype=int)  # the detector takes any grid size
     g[1:3, 1:3] = 1  # red square, cells x 1..2, y 1..2
     g[5, 4:7] = 5  # blue horizontal bar
     g[9:12, 9] = 5  # blue vertical bar (a rotation)
@@ -59,7 +60,7 @@ def test_detector_is_exact_on_a_hand_made_grid():
 
 
 def test_touching_same_colour_shapes_merge_into_an_unknown_blob():
-    g = np.zeros((16, 16), dtype=int)
+    g = np.zeros((16, 16), dtype=int)  # the detector takes any grid size
     g[1:3, 1:3] = 1
     g[1:3, 3:5] = 1  # a second red square right beside the first: one 2x4 component, no class
     assert detect_grid(g) == []
@@ -70,7 +71,7 @@ def test_every_shape_is_recognised_in_every_rotation():
 
     for name in SHAPES:
         for cells in rotations(name):
-            g = np.zeros((16, 16), dtype=int)
+            g = np.zeros((GRID, GRID), dtype=int)
             for r, c in cells:
                 g[4 + r, 4 + c] = 2
             assert [d.label for d in detect_grid(g)] == [name]
@@ -82,7 +83,7 @@ def test_splits_share_no_prompt_and_cover_every_tag(splits):
     assert train and test and not train & test
     for s in splits.values():
         assert {e.reference["tag"] for e in s} == set(TAGS)
-    assert len(splits["test"]) == 6 * 32 and len(splits["train"]) == 6 * 256
+    assert len(splits["test"]) == 6 * 32 and len(splits["train"]) == 6 * 1024
 
 
 def test_generation_is_deterministic(splits):
@@ -101,10 +102,10 @@ def test_every_reference_scores_one_as_tokens_and_as_rendered_png(splits):
 
 def test_blank_and_malformed_images_score_zero(splits):
     task = ShapesTask()
-    blank = grid_to_text(np.zeros((16, 16), dtype=int))
+    blank = grid_to_text(np.zeros((GRID, GRID), dtype=int))
     for e in splits["test"]:
         assert task.verify(blank, e.reference) is False
-    assert task.verify("<img0>" * 255, splits["test"][0].reference) is False  # one token short
+    assert task.verify("<img0>" * (GRID * GRID - 1), splits["test"][0].reference) is False  # one token short
     assert task.extract("not an image") is None
 
 
@@ -138,13 +139,13 @@ def test_counting_with_one_extra_object_scores_zero():
     meta = next(m for m in prompt_universe("counting") if m["include"][0]["count"] == 2)
     from tasks.shapes import rotations
 
-    g = np.zeros((16, 16), dtype=int)
+    g = np.zeros((GRID, GRID), dtype=int)
     cls = meta["include"][0]["class"]
-    for k in range(3):  # three copies, 5 cells apart
+    for r0, c0 in ((0, 0), (0, 5), (5, 0)):  # three copies, 5 cells apart
         for r, c in rotations(cls)[0]:
-            g[1 + r, 1 + 5 * k + c] = 4
+            g[r0 + r, c0 + c] = 4
     assert ShapesTask().verify(g, meta) is False
-    g[:, 10:] = 0  # back to two
+    g[5:, :] = 0  # back to two
     assert ShapesTask().verify(g, meta) is True
 
 
@@ -171,12 +172,12 @@ def test_prompts_read_like_genevals():
 
 def test_partial_credit_term_counts_satisfied_clauses():
     meta = {"tag": "two_object", "include": [{"class": "square", "count": 1}, {"class": "ring", "count": 1}]}
-    g = np.zeros((16, 16), dtype=int)
+    g = np.zeros((GRID, GRID), dtype=int)
     g[1:3, 1:3] = 2  # only the square
     out = ShapesTask(partial_credit=0.5).reward(grid_to_text(g), meta)
     # 1 of 2 clauses: geneval 0, clauses 0.5 * 1/2 = 0.25
     assert (out.total, out.success, out.terms) == (0.25, False, {"geneval": 0.0, "clauses": 0.25})
-    assert ShapesTask().reward(grid_to_text(g), meta).total == 0.0
+    assert ShapesTask(partial_credit=0.0).reward(grid_to_text(g), meta).total == 0.0
 
 
 def test_gold_scores_full_marks_through_the_task_interface(splits):

@@ -238,3 +238,12 @@ def test_a_field_that_is_not_a_number_is_reported(tmp_path):
 def test_missing_results_folder_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="--results"):
         build_leaderboards(tmp_path / "nope", tmp_path / "out")
+
+
+def test_image_runs_link_their_pictures(tmp_path):
+    results = _copy_results(tmp_path)
+    (results / "mbpp-tiny-maskgrpo-s0" / "images.png").write_bytes(b"\x89PNG fixture")
+    build_leaderboards(results, tmp_path / "out")
+    md = (tmp_path / "out" / "mbpp.md").read_text()
+    assert "[mbpp-tiny-maskgrpo-s0](../results/mbpp-tiny-maskgrpo-s0/images.png)" in md
+    assert "Pictures" not in (tmp_path / "out" / "gsm8k.md").read_text()

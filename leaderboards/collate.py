@@ -38,14 +38,13 @@ import io
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from harness.results import ResultError, atomic_write_text, read_summary
+from harness.results import ResultError, atomic_write_bytes, atomic_write_text, read_summary
 from leaderboards import published
 
 # t(0.975, df) for df = 1..30 (scipy.stats.t.ppf, 6 decimals); beyond 30 a Cornish-Fisher expansion.
@@ -322,17 +321,6 @@ def render_readme(tasks: list[tuple[str, int, int, bool]], report: Report) -> st
     return "\n".join(lines)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # ---- curves and plots ------------------------------------------------------------------------------------
 def _read_curve(path: Path, rel: str, report: Report) -> pd.DataFrame | None:
     if not path.exists():
@@ -418,7 +406,7 @@ def build_leaderboards(results_dir: str | os.PathLike = "results",
         _write(out_dir / f"{slug}.md", render_markdown(task, cells, f"{slug}.png" if png else None, pictures),
                report)
         if png:
-            _atomic_write_bytes(out_dir / f"{slug}.png", png)
+            atomic_write_bytes(out_dir / f"{slug}.png", png)
             report.written.append(out_dir / f"{slug}.png")
         index.append((task, len(cells), len(runs), png is not None))
         report.tasks.append(task)

@@ -152,7 +152,10 @@ def run_experiment(args: argparse.Namespace, base: EvalOutput | None = None) -> 
 
         cols = {"base model": base.scored} if method == "none" else \
             {"before RL": base.scored, f"after {method}": final.scored}
-        summary["images"] = image_sheet(task, test, cols, out_dir / "images.png").name
+        try:  # a picture must never cost the run its results
+            summary["images"] = image_sheet(task, test, cols, out_dir / "images.png").name
+        except (OSError, ValueError) as e:
+            print(f"warning: could not draw {out_dir / 'images.png'}: {e}", file=sys.stderr)
     if curve:
         atomic_write_text(out_dir / "curve.csv", curve_to_csv(curve))
     atomic_write_json(out_dir / "summary.json", summary)

@@ -1,4 +1,4 @@
-"""Image RL pieces: prompt dropout for CFG, the tiny shapes model's codebook, contact sheets, a visual
+"""Image RL pieces: the tiny shapes model's codebook, contact sheets, a visual
 rollout through the loop, and the GenEval detector flags of the CLI."""
 
 import json
@@ -10,43 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.pretrain import _collate, diffusion_loss
 from tasks import get_task
 from tasks.shapes import CODEBOOK_SIZE, GRID, codebook_tokens, grid_to_text
-
-
-class Recorder:
-    def __init__(self, vocab=6):
-        self.vocab, self.inputs = vocab, []
-
-    def logits(self, ids, attention_mask=None):
-        self.inputs.append(ids.clone())
-        return torch.zeros(*ids.shape, self.vocab, requires_grad=True)
-
-
-def test_cond_dropout_hides_whole_prompts_of_about_that_share_of_rows_and_never_padding():
-    # two prompt lengths so that left padding exists: rows with [4, 5, 4] and rows with [4]
-    prompts = [[4, 5, 4], [4]] * 500
-    ids, attn, loss_mask = _collate(prompts, torch.full((1000, 4), 3), pad_id=0)
-    model = Recorder()
-    diffusion_loss(model, ids, attn, loss_mask, mask_id=2, eps=1e-3, gen=torch.Generator().manual_seed(0),
-                   cond_dropout=0.25)
-    noisy = model.inputs[0]
-    prompt = attn & ~loss_mask  # (B, S) real prompt tokens
-    hidden = (noisy == 2) & prompt
-    per_row = hidden.sum(1)
-    # a row's prompt is hidden entirely or not at all
-    assert torch.equal(per_row[per_row > 0], prompt.sum(1)[per_row > 0])
-    share = (per_row > 0).float().mean().item()
-    assert 0.20 < share < 0.30  # 1000 rows, p = 0.25: SE ~ 0.014
-    assert (noisy[~attn] == 0).all()  # padding stays padding
-
-
-def test_no_cond_dropout_by_default_keeps_every_prompt():
-    ids, attn, loss_mask = _collate([[4, 5, 4]] * 64, torch.full((64, 8), 3), pad_id=0)
-    model = Recorder()
-    diffusion_loss(model, ids, attn, loss_mask, mask_id=2, eps=1e-3, gen=torch.Generator().manual_seed(0))
-    assert torch.equal(model.inputs[0][:, :3], ids[:, :3])
 
 
 @pytest.fixture(scope="module")

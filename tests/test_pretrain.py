@@ -74,3 +74,28 @@ def test_a_short_pretrain_lowers_the_loss_and_loads_through_the_hf_path(tmp_path
     ids, attn = model.encode_prompts(["Mia has 3 apples. How many apples does Mia have now?"])
     assert model.logits(ids, attn).shape == (*ids.shape, len(model.tokenizer))
     assert model.mask_id == model.tokenizer.mask_token_id
+
+
+def test_cond_dropout_hides_whole_prompts_of_about_that_share_of_rows_and_never_padding():
+    # two prompt lengths so that left padding exists: rows with [4, 5, 4] and rows with [4]
+    prompts = [[4, 5, 4], [4]] * 500
+    ids, attn, loss_mask = _collate(prompts, torch.full((1000, 4), 3), pad_id=0)
+    model = Recorder()
+    diffusion_loss(model, ids, attn, loss_mask, mask_id=2, eps=1e-3, gen=torch.Generator().manual_seed(0),
+                   cond_dropout=0.25)
+    noisy = model.inputs[0]
+    prompt = attn & ~loss_mask  # (B, S) real prompt tokens
+    hidden = (noisy == 2) & prompt
+    per_row = hidden.sum(1)
+    # a row's prompt is hidden entirely or not at all
+    assert torch.equal(per_row[per_row > 0], prompt.sum(1)[per_row > 0])
+    share = (per_row > 0).float().mean().item()
+    assert 0.20 < share < 0.30  # 1000 rows, p = 0.25: SE ~ 0.014
+    assert (noisy[~attn] == 0).all()  # padding stays padding
+
+
+def test_no_cond_dropout_by_default_keeps_every_prompt():
+    ids, attn, loss_mask = _collate([[4, 5, 4]] * 64, torch.full((64, 8), 3), pad_id=0)
+    model = Recorder()
+    diffusion_loss(model, ids, attn, loss_mask, mask_id=2, eps=1e-3, gen=torch.Generator().manual_seed(0))
+    assert torch.equal(model.inputs[0][:, :3], ids[:, :3])

@@ -14,7 +14,7 @@ import io
 import json
 import sys
 import time
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from harness.results import (
@@ -85,7 +85,10 @@ def run_experiment(args: argparse.Namespace, base: EvalOutput | None = None) -> 
                    run_dir_name(task.name, args.model, method, args.seed, args.steps))
     model = load_model_for(task, args.model, getattr(args, "device", "auto"), getattr(args, "dtype", "auto"))
     decode = decode_config(task, _no_decode_flags()) if not getattr(model, "is_gold", False) else None
+    # tqdm bars only on a terminal; the trainer's plain progress lines also go to a redirected log (every
+    # 10th step there, unless --set log_every says otherwise), so a long run in a log file shows its state
     progress = not getattr(args, "no_progress", False) and sys.stderr.isatty()
+    train_progress = not getattr(args, "no_progress", False)
 
     # ---- base evaluation (saved first so that --resume skips it) ----------------------------------
     if not args.resume:  # a fresh start (--overwrite): nothing of the run it replaces may outlive it
@@ -109,10 +112,12 @@ def run_experiment(args: argparse.Namespace, base: EvalOutput | None = None) -> 
         from trainers.loop import TrainConfig, train
 
         cfg = TrainConfig.for_task(task, method, steps=args.steps, **overrides)
+        if not progress and "log_every" not in overrides:
+            cfg = replace(cfg, log_every=10)
         curve_test = test[:cfg.eval_limit] if cfg.eval_limit else test  # the learning curve may use a subset
         evaluate_fn = lambda m: evaluate(task, m, curve_test, decode, seed=args.seed, tag="eval").metrics  # noqa: E731
         result = train(model, task, method, train_examples, test, cfg, seed=args.seed, out_dir=out_dir,
-                       evaluate_fn=evaluate_fn, progress=progress, resume=args.resume,
+                       evaluate_fn=evaluate_fn, progress=train_progress, resume=args.resume,
                        checkpoint_every=args.checkpoint_every,
                        # step 0 of the curve must be on the same problems as its later points
                        base_metrics=base.metrics if len(curve_test) == len(test) else None)

@@ -63,6 +63,9 @@ class PretrainConfig:
     max_position: int = 512  # position embeddings: prompt + gen_length must fit
     cond_dropout: float | None = None  # share of sequences trained with the prompt hidden (for CFG);
     # None = 0.1 on image tasks (MMaDA/MaskGIT-style unconditional training), 0 on text tasks
+    mask_schedule: str | None = None  # "linear": t ~ U(eps, 1), loss weighted 1/t (LLaDA's ELBO);
+    # "cosine": t = cos(pi/2 u), plain mean over masked tokens (MaskGIT's image training, which dwells on
+    # the high mask ratios where the prompt decides the picture); None = cosine on image tasks, else linear
 
 
 def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None = None, seed: int = 0,
@@ -99,6 +102,7 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
     image = task.kind == "image"
     image_range = _codebook_range(tokenizer, task) if image else None
     cond_dropout = cfg.cond_dropout if cfg.cond_dropout is not None else (0.1 if image else 0.0)
+    schedule = cfg.mask_schedule or ("cosine" if image else "linear")
     prompt_ids = tokenizer(prompts)["input_ids"]
     comp_ids = tokenizer(completions)["input_ids"]
     if image:  # an image is exactly gen_length codebook tokens, no EOS
@@ -147,7 +151,7 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
             lr = _lr(step, frac, cfg)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss = diffusion_loss(model, ids, attn, loss_mask, mask_id, cfg.eps, gen, autocast, cond_dropout)
+            loss = diffusion_loss(model, ids, attn, loss_mask, mask_id, cfg.eps, gen, autocast, cond_dropout, schedule)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
@@ -173,6 +177,7 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
         "train_examples": len(train), "vocab_size": len(tokenizer), "gen_defaults": dict(task.gen_defaults),
         "tokens_per_step": int(cfg.batch_size * (sum(map(len, prompt_ids)) / len(prompt_ids) + gen_length)),
         "config": asdict(cfg), "torch_threads": threads.summary(), "cond_dropout": cond_dropout,
+        "mask_schedule": schedule,
         "image_token_range": list(image_range) if image_range else None,
     }
     target = Path(out) if out is not None else tiny_model_path(task_name)
@@ -182,18 +187,24 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
 
 def diffusion_loss(model, ids: torch.Tensor, attn: torch.Tensor, loss_mask: torch.Tensor, mask_id: int,
                    eps: float, gen: torch.Generator, autocast=contextlib.nullcontext,
-                   cond_dropout: float = 0.0) -> torch.Tensor:
+                   cond_dropout: float = 0.0, schedule: str = "linear") -> torch.Tensor:
     """LLaDA's masked diffusion loss on one batch.
 
     ids (B, S) clean sequences; attn (B, S) bool, False on left padding; loss_mask (B, S) bool, True on
     the completion (the only positions that may be masked). With cond_dropout > 0 that share of rows has
     every prompt token replaced by the mask id - the unconditional input classifier-free guidance feeds
-    the model at sampling time (harness.sampling). Returns a scalar.
+    the model at sampling time (harness.sampling). schedule "cosine" draws t = cos(pi/2 u) instead and
+    averages the cross-entropy over masked tokens without 1/t (MaskGIT). Returns a scalar.
     """
+    if schedule not in ("linear", "cosine"):
+        raise ValueError(f"unknown mask schedule {schedule!r}; choose linear or cosine")
     B, S = ids.shape
-    # stratified t: one uniform offset, B evenly spaced ratios, so every batch spans (eps, 1)
+    # stratified u: one uniform offset, B evenly spaced values, so every batch spans the whole schedule
     u = (torch.rand(1, generator=gen) + torch.arange(B) / B) % 1.0  # (B,)
-    t = (eps + (1 - eps) * u)[:, None]  # (B, 1)
+    if schedule == "cosine":  # E[t] = 2/pi ~ 0.64: most rows have most of their tokens hidden
+        t = torch.cos(0.5 * math.pi * u).clamp(min=eps)[:, None]  # (B, 1)
+    else:
+        t = (eps + (1 - eps) * u)[:, None]  # (B, 1)
     masked = (torch.rand(B, S, generator=gen) < t) & loss_mask  # (B, S)
     if cond_dropout > 0:
         drop = torch.rand(B, 1, generator=gen) < cond_dropout  # (B, 1)
@@ -204,6 +215,8 @@ def diffusion_loss(model, ids: torch.Tensor, attn: torch.Tensor, loss_mask: torc
     with autocast():
         logits = model.logits(noisy, attn)  # (B, S, V)
     ce = F.cross_entropy(logits.float().transpose(1, 2), ids, reduction="none")  # (B, S)
+    if schedule == "cosine":
+        return (ce * masked).sum() / masked.sum().clamp(min=1)
     n_completion = loss_mask.sum()  # B * gen_length
     return (ce * masked / t).sum() / n_completion
 

@@ -99,3 +99,20 @@ def test_no_cond_dropout_by_default_keeps_every_prompt():
     model = Recorder()
     diffusion_loss(model, ids, attn, loss_mask, mask_id=2, eps=1e-3, gen=torch.Generator().manual_seed(0))
     assert torch.equal(model.inputs[0][:, :3], ids[:, :3])
+
+
+def test_cosine_schedule_masks_mostly_high_ratios_and_averages_over_masked_tokens():
+    # 1000 rows of 64 completion tokens; t = cos(pi/2 u) with u stratified over [0, 1):
+    # E[t] = 2/pi = 0.637 (linear: 0.5), and P(t > 0.5) = P(u < 2/3) = 2/3 (linear: 1/2)
+    ids, attn, loss_mask = _collate([[4, 5]] * 1000, torch.full((1000, 64), 3), pad_id=0)
+    model = Recorder(vocab=6)
+    loss = diffusion_loss(model, ids, attn, loss_mask, mask_id=2, eps=1e-3, gen=torch.Generator().manual_seed(0),
+                          schedule="cosine")
+    frac = (model.inputs[0][:, 2:] == 2).float().mean(1)  # (B,) mask fraction per row ~ t
+    assert frac.mean().item() == pytest.approx(2 / math.pi, abs=0.02)
+    assert (frac > 0.5).float().mean().item() == pytest.approx(2 / 3, abs=0.04)
+    assert torch.equal(model.inputs[0][:, :2], ids[:, :2])  # prompt intact
+    # no 1/t: uniform logits cost exactly log(6) per masked token, and the loss is their mean
+    assert loss.item() == pytest.approx(math.log(6), rel=1e-5)
+    with pytest.raises(ValueError, match="linear or cosine"):
+        diffusion_loss(model, ids, attn, loss_mask, mask_id=2, eps=1e-3, gen=torch.Generator(), schedule="cos")

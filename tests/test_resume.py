@@ -265,3 +265,15 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(env):
     assert ck["step"] == 2 and [row["step"] for row in ck["state"]["curve"]] == [1, 2]
     assert all(torch.isfinite(v).all() for v in ck["model"].values())
     _assert_no_half_written_file(out)
+
+
+def test_a_redirected_log_gets_a_progress_line_every_10th_step_and_the_last(env):
+    # stderr is a pipe, not a terminal: no tqdm bars, but the trainer's plain lines still come, thinned out
+    steps = 12
+    argv = [a for a in _argv(env, env["root"] / "log") if a != "--no-progress"]
+    argv[argv.index("--steps") + 1] = str(steps)
+    r = _run(env, argv)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("step ")]
+    assert [ln.split()[1] for ln in lines] == ["10/12", "12/12"]
+    assert "reward" in lines[0] and "kl" in lines[0]

@@ -190,7 +190,7 @@ def train(model, task: Task, method_name: str, train_examples: Sequence[Example]
                               scheduler=run.scheduler, step=step, state=state, config=config)
                 saved = step
                 run.acc.wait_for_everyone()
-            if progress and run.acc.is_main_process and step % max(cfg.log_every, 1) == 0:
+            if progress and run.acc.is_main_process and (step % max(cfg.log_every, 1) == 0 or step == cfg.steps):
                 print(_progress_line(row, cfg.steps), file=sys.stderr, flush=True)
     except TrainingDiverged as e:
         where = f"last good checkpoint: {path} (step {saved}), left untouched" if saved is not None else \

@@ -182,9 +182,9 @@ def load_records(results_dir: Path, report: Report) -> list[dict]:
             report.ignored.append(Problem(rel, "kind is not 'run' or 'eval'; not a leaderboard row"))
             continue
         if not rec["base_only"]:
-            key = (rec["task"], rec["model"], rec["method"], rec["seed"])
+            key = (rec["task"], rec["model"], rec["method"], rec["rollout_budget"], rec["seed"])
             if key in seen:
-                report.skipped.append(Problem(rel, f"same task, model, method and seed as {seen[key]}"))
+                report.skipped.append(Problem(rel, f"same task, model, method, rollout budget and seed as {seen[key]}"))
                 continue
             seen[key] = rel
         records.append(rec)
@@ -228,9 +228,12 @@ def _row(group: pd.DataFrame) -> dict:
 
 def task_table(records: pd.DataFrame) -> pd.DataFrame:
     """The leaderboard of one task: sorted rows, numbers unformatted (NaN where a cell is empty)."""
-    rows = [_row(g) for _, g in records.groupby(["model", "method"], sort=True)]
+    # runs at different rollout budgets are different experiments: one row each, never averaged together,
+    # and a row's gain is compared with diffu-GRPO's at the same budget only
+    records = records.assign(_budget=records["rollout_budget"].fillna(-1) if "rollout_budget" in records else -1)
+    rows = [_row(g) for _, g in records.groupby(["model", "method", "_budget"], sort=True)]
     table = pd.DataFrame(rows).reindex(columns=list(COLUMNS))
-    for idx in table.groupby("model").groups.values():
+    for idx in table.groupby(["model", table["rollout_budget"].fillna(-1)]).groups.values():
         sub = table.loc[idx]
         ref = sub.loc[sub["method"] == BASELINE_METHOD, "gain"]
         if len(ref) == 1 and pd.notna(ref.iloc[0]) and ref.iloc[0] != 0:
@@ -238,8 +241,10 @@ def task_table(records: pd.DataFrame) -> pd.DataFrame:
     # base-only rows first, then by gain (best first), then by name; ties are broken by the name
     table["_base"] = table["method"] != BASE_ONLY
     table["_neg_gain"] = -table["gain"].astype(float)
-    table = table.sort_values(["model", "_base", "_neg_gain", "method"], na_position="last", kind="stable")
-    return table.drop(columns=["_base", "_neg_gain"]).reset_index(drop=True)
+    table["_neg_budget"] = -table["rollout_budget"].astype(float)  # the largest budget first
+    table = table.sort_values(["model", "_base", "_neg_budget", "_neg_gain", "method"], na_position="last",
+                              kind="stable")
+    return table.drop(columns=["_base", "_neg_budget", "_neg_gain"]).reset_index(drop=True)
 
 
 def _fmt(value: Any, kind: str) -> str:
@@ -288,7 +293,7 @@ def render_markdown(task: str, cells: pd.DataFrame, plot: str | None,
     lines += ["", "Scores are the primary metric, a mean over seeds; gain = final - base. CI kind `seeds_t`: "
               "mean of per-seed gains ± Student t (n-1 df) 95% interval over seeds; `bootstrap_1seed`: one "
               "seed, so the run's own paired-bootstrap 95% interval over test problems. Gain ÷ diffu-GRPO: "
-              "this row's mean gain over diffu-grpo's for the same model. Rollout budget = completions "
+              "this row's mean gain over diffu-grpo's for the same model and rollout budget. Rollout budget = completions "
               "generated in training. Method `none`: the model evaluated without RL.",
               "", f"Machine-readable copy, with the run ids of every row: [{_slug(task)}.csv]({_slug(task)}.csv)."]
     if plot:
@@ -345,13 +350,14 @@ def curve_band(curves: list[pd.DataFrame], y: str) -> pd.DataFrame:
 
 
 def plot_task(task: str, runs: pd.DataFrame, curves: dict[str, pd.DataFrame], report: Report) -> bytes | None:
-    """One PNG per task: `eval_<metric>` (or reward) against step, a line per (model, method), min-max band."""
+    """One PNG per task: `eval_<metric>` (or reward) against step, a line per (model, method, rollout budget), min-max band."""
     metrics = set(runs["metric"])
     loaded = [c for c in curves.values() if c is not None]
     ev = f"eval_{next(iter(metrics))}" if len(metrics) == 1 else None
     y = ev if ev and loaded and all(ev in c and c[ev].notna().any() for c in loaded) else "reward"
     lines = []
-    for (model, method), g in runs.groupby(["model", "method"], sort=True):
+    several = runs.groupby(["model", "method"])["rollout_budget"].nunique().gt(1).any()
+    for (model, method, budget), g in runs.groupby(["model", "method", runs["rollout_budget"].fillna(-1)], sort=True):
         usable = []
         for run in g["run"]:
             c = curves.get(run)
@@ -360,7 +366,8 @@ def plot_task(task: str, runs: pd.DataFrame, curves: dict[str, pd.DataFrame], re
             elif c is not None:
                 report.warnings.append(Problem(f"{run}/curve.csv", f"no {y} values; left out of the plot"))
         if usable:
-            lines.append((f"{model} / {method}", curve_band(usable, y)))
+            label = f"{model} / {method}" + (f" ({budget:.0f} rollouts)" if several else "")
+            lines.append((label, curve_band(usable, y)))
     if not lines:
         return None
     from matplotlib.figure import Figure  # heavy; only when there is something to draw

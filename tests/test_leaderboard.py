@@ -205,8 +205,25 @@ def test_second_run_of_the_same_seed_is_skipped_by_name(tmp_path):
     shutil.copytree(results / "gsm8k-tiny-maskgrpo-s0", results / "zz-rerun")
     report = build_leaderboards(results, tmp_path / "out")
     reason = problems(report["skipped"], results)["zz-rerun/summary.json"]
-    assert reason == "same task, model, method and seed as gsm8k-tiny-maskgrpo-s0/summary.json"
+    assert reason == "same task, model, method, rollout budget and seed as gsm8k-tiny-maskgrpo-s0/summary.json"
     assert rows(tmp_path / "out" / "gsm8k.csv")["maskgrpo"]["gain"] == "0.2100"  # unchanged
+
+
+def test_runs_at_another_rollout_budget_get_their_own_row_and_no_ratio_across_budgets(tmp_path):
+    results = _copy_results(tmp_path)
+    path = shutil.copytree(results / "gsm8k-tiny-maskgrpo-s0", results / "gsm8k-tiny-maskgrpo-s0-long")
+    summary = json.loads((path / "summary.json").read_text())
+    summary["train"]["rollout_budget"], summary["gain"] = 1200, 0.30
+    (path / "summary.json").write_text(json.dumps(summary))
+    report = build_leaderboards(results, tmp_path / "out")
+    assert report["skipped"] == [l for l in report["skipped"] if "/bad-" in l]  # not a duplicate of seed 0
+    with open(tmp_path / "out" / "gsm8k.csv", newline="", encoding="utf-8") as f:
+        got = [(r["method"], r["rollout_budget"], r["n_seeds"], r["gain"], r["gain_vs_diffu_grpo"])
+               for r in csv.DictReader(f)]
+    # the 1200-rollout run is a row of its own (largest budget first), with no diffu-grpo run at 1200 to
+    # compare with; the 600-rollout rows are unchanged: maskgrpo .21 / diffu-grpo .10 = 2.1
+    assert got == [("none", "", "2", "", ""), ("maskgrpo", "1200", "1", "0.3000", ""),
+                   ("maskgrpo", "600", "3", "0.2100", "2.1000"), ("diffu-grpo", "600", "3", "0.1000", "1.0000")]
 
 
 def test_gain_ratio_is_empty_when_diffu_grpo_gain_is_zero(tmp_path):

@@ -74,15 +74,17 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
     """Train the tiny model for `task_name`; write it atomically to the cache (or `out`); return the folder.
 
     Budget: `steps` (deterministic given the seed) and `seconds` for the whole call, whichever ends
-    first; each defaults to the task's `pretrain_steps` / `pretrain_seconds`. On a machine too slow or too
+    first; each defaults to the task's `pretrain_steps` / `pretrain_seconds`. `config` defaults to
+    PretrainConfig with the task's `pretrain_config` fields. On a machine too slow or too
     busy to take the steps in time, the cosine schedule still completes (it follows the time budget).
     """
     from harness.models import DiffusionModel, tiny_model_path
     from harness.tokenizer import build_tokenizer
     from tasks import get_task
 
-    cfg = config or PretrainConfig()
     task = get_task(task_name)
+    # a task may set some fields of its own (`pretrain_config`, e.g. shapes' lower learning rate)
+    cfg = config or PretrainConfig(**getattr(task, "pretrain_config", {}))
     if steps is None:
         steps = getattr(task, "pretrain_steps", None)
     if seconds is None:

@@ -116,3 +116,13 @@ def test_cosine_schedule_masks_mostly_high_ratios_and_averages_over_masked_token
     assert loss.item() == pytest.approx(math.log(6), rel=1e-5)
     with pytest.raises(ValueError, match="linear or cosine"):
         diffusion_loss(model, ids, attn, loss_mask, mask_id=2, eps=1e-3, gen=torch.Generator(), schedule="cos")
+
+
+def test_a_task_sets_its_own_pretrain_fields_unless_the_caller_passes_a_config(tmp_path):
+    # shapes asks for lr 5e-4 (tasks/shapes.py: at 2e-3 its model ignored the prompt); arith keeps the default
+    out = pretrain("shapes", steps=2, seconds=None, seed=0, progress=False, out=tmp_path / "s")
+    info = json.loads((out / "pretrain.json").read_text())
+    assert info["config"]["lr"] == 5e-4 and info["mask_schedule"] == "cosine"
+    cfg = PretrainConfig(hidden=32, layers=1, heads=2, ffn=64, lr=1e-3)
+    out = pretrain("shapes", steps=2, seconds=None, seed=0, progress=False, out=tmp_path / "c", config=cfg)
+    assert json.loads((out / "pretrain.json").read_text())["config"]["lr"] == 1e-3

@@ -289,7 +289,7 @@ class ShapesTask(Task):
     pretrain_seconds = 280.0
     # At the text tasks' peak rate (2e-3) the tiny model learns to draw but ignores the prompt: at an
     # all-masked canvas its colour distribution was the same for "a red square" and "a blue square"
-    # (0.12 on each of the 8 colours). At 5e-4, with the MaskGIT (cosine) mask ratios, it puts 0.82-0.89
+    # (0.12 on each of the 8 colours). At 5e-4, with the MaskGIT (cosine) mask ratios, it puts 0.82-0.91
     # on the colour named (1,500 steps each; docs/RL_SETTINGS.md).
     pretrain_config = {"lr": 5e-4}
     per_tag = {"train": 1024, "test": 32}  # examples per tag in each split (train: many layouts per prompt)

@@ -357,7 +357,7 @@ def plot_task(task: str, runs: pd.DataFrame, curves: dict[str, pd.DataFrame], re
     y = ev if ev and loaded and all(ev in c and c[ev].notna().any() for c in loaded) else "reward"
     lines = []
     several = runs.groupby(["model", "method"])["rollout_budget"].nunique().gt(1).any()
-    for (model, method, budget), g in runs.groupby(["model", "method", runs["rollout_budget"].fillna(-1)], sort=True):
+    for (model, method, budget), g in runs.groupby(["model", "method", "rollout_budget"], sort=True, dropna=False):
         usable = []
         for run in g["run"]:
             c = curves.get(run)

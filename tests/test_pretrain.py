@@ -119,7 +119,7 @@ def test_cosine_schedule_masks_mostly_high_ratios_and_averages_over_masked_token
 
 
 def test_a_task_sets_its_own_pretrain_fields_unless_the_caller_passes_a_config(tmp_path):
-    # shapes asks for lr 5e-4 (tasks/shapes.py: at 2e-3 its model ignored the prompt); arith keeps the default
+    # shapes asks for lr 5e-4 (tasks/shapes.py: at 2e-3 its model ignored the prompt); a config passed in wins
     out = pretrain("shapes", steps=2, seconds=None, seed=0, progress=False, out=tmp_path / "s")
     info = json.loads((out / "pretrain.json").read_text())
     assert info["config"]["lr"] == 5e-4 and info["mask_schedule"] == "cosine"

@@ -58,6 +58,13 @@ def _problem_scores(out: EvalOutput) -> dict[str, float]:
     return scores
 
 
+def _prefix_metrics(task, ev: EvalOutput, examples, k: int) -> dict:
+    """Metrics of the first k problems of an evaluation with one sample per problem, in problem order."""
+    if k >= len(examples):
+        return dict(ev.metrics)
+    return task.metrics(ev.scored[:k], examples[:k])[0]
+
+
 def run_experiment(args: argparse.Namespace, base: EvalOutput | None = None) -> tuple[dict, Path]:
     from harness.cli import decode_config, load_model_for
     from tasks import get_task
@@ -116,17 +123,24 @@ def run_experiment(args: argparse.Namespace, base: EvalOutput | None = None) -> 
             cfg = replace(cfg, log_every=10)
         curve_test = test[:cfg.eval_limit] if cfg.eval_limit else test  # the learning curve may use a subset
         evaluate_fn = lambda m: evaluate(task, m, curve_test, decode, seed=args.seed, tag="eval").metrics  # noqa: E731
+        # the curve's first and last points are on curve_test, a prefix of the problems that the base and
+        # final evaluations score anyway (a problem's completion depends only on its own seed), so they are
+        # taken from those evaluations rather than decoding the same problems twice
         result = train(model, task, method, train_examples, test, cfg, seed=args.seed, out_dir=out_dir,
                        evaluate_fn=evaluate_fn, progress=train_progress, resume=args.resume,
-                       checkpoint_every=args.checkpoint_every,
-                       # step 0 of the curve must be on the same problems as its later points
-                       base_metrics=base.metrics if len(curve_test) == len(test) else None)
+                       checkpoint_every=args.checkpoint_every, eval_at_end=False,
+                       base_metrics=_prefix_metrics(task, base, test, len(curve_test)))
         curve = result.curve
         method_config = result.config
         train_info = {"steps": result.steps, "rollout_budget": result.rollout_budget,
-                      "prompts_per_step": cfg.prompts_per_step, "num_generations": cfg.num_generations,
+                      "rollouts_generated": result.rollouts_generated,
+                      "prompts_per_step": cfg.prompts_per_step, "oversample": cfg.oversample,
+                      "num_generations": cfg.num_generations,
                       "train_nfe": result.train_nfe, "train_wall_time_s": round(result.wall_time_s, 3)}
         final = evaluate(task, model, test, decode, seed=args.seed, progress=progress, tag="eval")
+        if cfg.eval_every > 0 and curve and curve[-1]["step"] == cfg.steps > 0:
+            last = _prefix_metrics(task, final, test, len(curve_test))
+            curve[-1].update({f"eval_{k}": v for k, v in last.items()})
     else:
         final = base
 

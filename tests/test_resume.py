@@ -277,3 +277,39 @@ def test_a_redirected_log_gets_a_progress_line_every_10th_step_and_the_last(env)
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("step ")]
     assert [ln.split()[1] for ln in lines] == ["10/12", "12/12"]
     assert "reward" in lines[0] and "kl" in lines[0]
+
+
+def test_curve_end_points_on_a_subset_come_from_the_base_and_final_evaluations(env, tmp_path):
+    """With a learning curve on the first 8 of 20 test problems, steps 0 and 4 are not decoded again: they
+    are the first 8 problems of the base and final evaluations (samples files), step 2 is decoded."""
+    out = tmp_path / "subset"
+    argv = _argv(env, out, "--set", "eval_every=2", "--set", "eval_limit=8")
+    argv[argv.index("--steps") + 1] = "4"
+    r = _run(env, argv)
+    assert r.returncode == 0, r.stderr[-2000:]
+    curve = {int(row["step"]): row for row in _curve(out)}
+    assert sorted(curve) == [0, 1, 2, 3, 4]
+
+    def first8(name: str) -> float:
+        rows = [json.loads(line) for line in (out / name).read_text().splitlines()]
+        assert len(rows) == 20
+        return sum(bool(row["verdict"]) for row in rows[:8]) / 8
+
+    assert float(curve[0]["eval_accuracy"]) == first8("base_samples.jsonl")
+    assert float(curve[4]["eval_accuracy"]) == first8("samples.jsonl")
+    assert curve[2]["eval_accuracy"] != "" and curve[1]["eval_accuracy"] == curve[3]["eval_accuracy"] == ""
+
+
+def test_prefix_metrics_score_only_the_first_k_problems():
+    from harness.experiment import _prefix_metrics
+    from harness.runner import EvalOutput
+    from tasks import get_task
+
+    task = get_task("arith")
+    exs = task.load(split="test", limit=4)
+    # right, wrong, right, right: the first two score 1/2, all four 3/4 (the evaluation's own metrics)
+    comps = [exs[0].solution, "\\boxed{-1}", exs[2].solution, exs[3].solution]
+    scored = task.score_many(comps, exs)
+    ev = EvalOutput(scored=scored, metrics={"accuracy": 0.75}, ci95={}, n=4, n_samples=1)
+    assert _prefix_metrics(task, ev, exs, 2)["accuracy"] == 0.5
+    assert _prefix_metrics(task, ev, exs, 4) == {"accuracy": 0.75}

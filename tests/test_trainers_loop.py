@@ -233,3 +233,83 @@ def test_prompts_cycle_through_shuffled_epochs():
 def test_every_method_is_registered_and_none_is_not():
     assert METHODS.names() == sorted(["maskgrpo", "diffu-grpo", "unigrpo", "coupled-grpo", "tracerl", "wd1", "spg"])
     assert "none" not in METHODS
+
+
+def _rollouts(rewards):
+    """Rollouts with (N, G) `rewards`; completion row b holds the value b so selection can be traced."""
+    from trainers.estimators import RolloutBatch
+    from trainers.rollout import Rollouts
+
+    r = torch.tensor(rewards, dtype=torch.float32)
+    N, G = r.shape
+    B = N * G
+    rows = torch.arange(B)[:, None]
+    batch = RolloutBatch(prompt_ids=rows.repeat(1, 2), prompt_mask=torch.ones(B, 2, dtype=torch.bool),
+                         completion_ids=rows.repeat(1, 3), valid=torch.ones(B, 3, dtype=torch.bool),
+                         commit_step=torch.zeros(B, 3, dtype=torch.long), mask_id=99, seed=5)
+    return Rollouts(batch, r, {"correct": r.clone()}, [bool(x) for x in r.flatten()],
+                    [str(b) for b in range(B)], nfe=7)
+
+
+def test_select_groups_keeps_mixed_groups_first_in_drawn_order_then_tops_up():
+    from trainers.rollout import select_groups
+
+    # groups: 0 all wrong, 1 mixed, 2 all right, 3 mixed (G = 2, rows 2i and 2i+1)
+    ro = _rollouts([[0, 0], [0, 1], [1, 1], [1, 0]])
+    two = select_groups(ro, 2)  # both mixed groups: 1 and 3 -> rows 2, 3, 6, 7
+    assert two.batch.completion_ids[:, 0].tolist() == [2, 3, 6, 7]
+    assert two.rewards.tolist() == [[0, 1], [1, 0]] and two.terms["correct"].tolist() == [[0, 1], [1, 0]]
+    assert two.completions == ["2", "3", "6", "7"] and two.verdicts == [False, True, True, False]
+    assert two.batch.seed == 5 and two.nfe == 7
+    # three: the two mixed ones, topped up with the first all-equal group (0), back in drawn order: 0, 1, 3
+    assert select_groups(ro, 3).batch.prompt_ids[:, 0].tolist() == [0, 1, 2, 3, 6, 7]
+    with pytest.raises(ValueError, match="between 1 and the 4 groups"):
+        select_groups(ro, 5)
+
+
+class ContainsTask(ToyTask):
+    """Pass/fail reward: 1 if the completion contains the reference letter (about half of random ones do)."""
+
+    def reward(self, completion, reference):
+        ok = reference in completion
+        return RewardOutput(total=float(ok), success=ok, terms={"match": float(ok)})
+
+
+def test_dynamic_sampling_stops_after_enough_mixed_groups_and_keeps_what_a_full_decode_keeps():
+    from harness.sampling import DecodeConfig, generate
+    from trainers.rollout import collect_rollouts, select_groups
+
+    model, task, G = TinyBert(), ContainsTask(), 3
+    model.module.eval()  # dropout off, as in the loop
+    dec = DecodeConfig(**{**task.gen_defaults, "temperature": 1.0})
+    kw = dict(seed=0, step=1, generate_fn=generate, batch_seed=0)
+    full = collect_rollouts(model, task, EXAMPLES, range(6), G, dec, **kw)
+    early = collect_rollouts(model, task, EXAMPLES, range(6), G, dec, round_size=2, enough=2, **kw)
+    # rounds of 2 prompts until 2 groups are mixed: the first round whose running count of mixed groups
+    # in the full decode reaches 2 is the last one decoded
+    mixed = (full.rewards.max(1).values > full.rewards.min(1).values).int()  # (6,)
+    rounds = next((r + 1 for r in range(3) if int(mixed[:2 * (r + 1)].sum()) >= 2), 3)
+    assert rounds < 3  # seed 0 stops early, so the test exercises the stop
+    B = rounds * 2 * G
+    assert early.batch.B == B and early.nfe == rounds * full.nfe  # one decoder call per step and round
+    assert torch.equal(early.batch.completion_ids, full.batch.completion_ids[:B])  # each row has its own seed
+    assert torch.equal(early.rewards, full.rewards[:rounds * 2])
+    assert torch.equal(select_groups(early, 2).batch.completion_ids, select_groups(full, 2).batch.completion_ids)
+
+
+def test_oversampling_rolls_out_more_prompts_and_trains_on_prompts_per_step_groups():
+    model = TinyBert()
+    res = train(model, ContainsTask(), "maskgrpo", EXAMPLES, [], TrainConfig(**{**TINY, "oversample": 3},
+                method_overrides=MU2), seed=0, progress=False)
+    # the budget is the cap: 2 steps x (2 x 3) prompts x 3 completions
+    assert res.rollout_budget == 2 * 6 * 3 and res.config["oversample"] == 3
+    assert res.rollouts_generated == sum(row["rollouts"] for row in res.curve)
+    for row in res.curve:
+        rounds = row["rollouts"] // 6  # rounds of 2 prompts x 3 completions
+        assert row["rollouts"] % 6 == 0 and 1 <= rounds <= 3 and row["nfe"] == 4 * rounds
+        # trained on 2 groups, mixed ones first: as many mixed as were decoded, up to 2
+        mixed = round((1 - row["zero_std_frac"]) * 2 * rounds)
+        assert rounds == 3 or mixed >= 2  # it stopped early only with enough mixed groups
+        assert row["kept_mixed_frac"] == min(mixed, 2) / 2 and math.isfinite(row["loss"])
+    with pytest.raises(ValueError, match="oversample=0"):
+        TrainConfig(oversample=0)

@@ -36,7 +36,7 @@ from trainers import checkpoint as ckpt
 from trainers.estimators import MaskedView, RolloutBatch
 from trainers.grpo import LossInputs, LossOutput, MethodConfig
 from trainers.methods import Method, get_method
-from trainers.rollout import collect_rollouts, prompt_indices, token_logprobs
+from trainers.rollout import collect_rollouts, prompt_indices, select_groups, token_logprobs
 
 CURVE_COLUMNS = ("step", "reward", "accuracy", "kl", "clip_frac", "loss", "grad_norm", "step_time_s", "nfe")
 
@@ -51,6 +51,12 @@ class TrainConfig:
     steps: int = 100  # RL steps (rollout batches); MaskGRPO's rl.yaml runs 8000: pass --steps for real runs
     prompts_per_step: int = 16  # over all processes; d1/MaskGRPO: 6 per GPU x 8 GPUs x 2 accumulation / G
     num_generations: int = 6  # G completions per prompt (d1, MaskGRPO, wd1, SPG)
+    # DAPO's dynamic sampling, capped: draw `oversample` x prompts_per_step prompts, decode them prompts_per_step
+    # at a time until prompts_per_step groups have mixed rewards (a group whose rewards are all equal has
+    # zero advantage and only dilutes the step), and train on those, topped up with all-equal groups if the
+    # draw runs out. 1 = off (d1, MaskGRPO). The rollout budget counts the cap; the curve's `rollouts` and
+    # the result's `rollouts_generated` what was decoded.
+    oversample: int = 1
     # ---- optimizer: the values d1, MaskGRPO, wd1 and SPG all use for LLaDA-8B with LoRA
     lr: float = 3e-6  # learning_rate
     weight_decay: float = 0.1
@@ -84,6 +90,8 @@ class TrainConfig:
         if self.steps < 0 or self.prompts_per_step < 1:
             raise ValueError(f"need steps >= 0 and prompts_per_step >= 1, got {self.steps} and "
                              f"{self.prompts_per_step}")
+        if self.oversample < 1:
+            raise ValueError(f"oversample={self.oversample} must be >= 1 (1 = no dynamic sampling)")
         if self.num_generations < 2:
             raise ValueError(f"num_generations={self.num_generations}: group advantages need G >= 2")
         if self.lr <= 0:
@@ -119,11 +127,12 @@ class TrainConfig:
 
 # the embedded tasks train a small model on a laptop CPU: fewer, smaller steps and a larger learning rate
 # Chosen once for every method alike (docs/RL_SETTINGS.md): 8 prompts x 6 samples at temperature 1
-# (the prototype found 48% of groups mixed at this setting), 16 rollout denoising steps (half the eval
-# decoder's; accuracy did not depend on it), a learning curve on 500 test problems, and a shared
+# (the prototype found 48% of groups mixed at this setting), 16 rollout denoising steps (arith's eval
+# decoder's; accuracy did not depend on 8-32), a learning curve on 500 test problems, and a shared
 # mu = 4 with a k3 KL anchor beta = 0.1 (without it, all-correct templates drifted down in the prototype).
+# Decoding 96 completions per call is ~20% faster on 2 CPU cores than 192 at once (cache-sized batches).
 EMBEDDED_DEFAULTS = {"steps": 100, "prompts_per_step": 8, "num_generations": 6, "lr": 3e-5, "eval_every": 50,
-                     "eval_limit": 500, "temperature": 1.0, "diffusion_steps": 16}
+                     "eval_limit": 500, "temperature": 1.0, "diffusion_steps": 16, "rollout_batch_size": 96}
 EMBEDDED_METHOD_DEFAULTS = {"mu": 4, "beta": 0.1}
 
 
@@ -131,7 +140,8 @@ EMBEDDED_METHOD_DEFAULTS = {"mu": 4, "beta": 0.1}
 class TrainResult:
     curve: list[dict]  # one row per step (curve.csv): CURVE_COLUMNS, reward_<term>, ratio stats, eval_<metric>
     steps: int  # steps trained (including any before a resume)
-    rollout_budget: int  # completions generated = steps x prompts_per_step x num_generations
+    rollout_budget: int  # completions allowed = steps x prompts_per_step x oversample x num_generations
+    rollouts_generated: int  # completions decoded (below the budget when dynamic sampling stops early)
     train_nfe: int  # rollout decoder model calls, all processes
     train_forwards: int  # forward passes over the rollout batch in updates (current + old + reference)
     wall_time_s: float
@@ -148,13 +158,14 @@ def train(model, task: Task, method_name: str, train_examples: Sequence[Example]
           out_dir: str | Path | None = None, evaluate_fn: Callable[[Any], dict] | None = None,
           progress: bool = True, resume: bool = False, checkpoint_every: int | None = None,
           base_metrics: dict | None = None, method_config: MethodConfig | None = None,
-          generate_fn: Callable | None = None, accelerator=None) -> TrainResult:
+          generate_fn: Callable | None = None, accelerator=None, eval_at_end: bool = True) -> TrainResult:
     """Train `model` (a DiffusionModel adapter; `model.module` is updated in place) with `method_name`.
 
     evaluate_fn(model) -> {metric: value} runs at step 0 (or `base_metrics` is used), every
     cfg.eval_every steps and at the end; without it the test examples are evaluated with the task's
     default decoder. generate_fn defaults to harness.sampling.generate. Raises TrainingDiverged on a
-    non-finite loss or gradient.
+    non-finite loss or gradient. eval_at_end=False leaves the last step's evaluation to the caller (`harness
+    run` scores the whole test split there anyway and fills that curve point from it).
     """
     cfg = cfg or TrainConfig()
     method = get_method(method_name)
@@ -167,7 +178,7 @@ def train(model, task: Task, method_name: str, train_examples: Sequence[Example]
     path = ckpt.checkpoint_path(out_dir) if out_dir is not None else None
     every = checkpoint_every or cfg.checkpoint_every
     config = run.flat_config(method_name, seed)
-    state: dict[str, Any] = {"curve": [], "train_nfe": 0, "train_forwards": 0, "wall_time_s": 0.0}
+    state: dict[str, Any] = {"curve": [], "train_nfe": 0, "train_forwards": 0, "rollouts": 0, "wall_time_s": 0.0}
     start, saved = 0, None  # saved: the step of the checkpoint this run loaded or wrote last
     if resume and path is not None and path.exists():
         start, state = ckpt.load(path, module=run.module, optimizer=run.optimizer, scheduler=run.scheduler,
@@ -180,7 +191,8 @@ def train(model, task: Task, method_name: str, train_examples: Sequence[Example]
             state["curve"].append({**dict.fromkeys(CURVE_COLUMNS), "step": 0, **_prefixed(metrics)})
         for step in range(start + 1, cfg.steps + 1):
             row = run.step(step, state)
-            if evaluate_fn and cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
+            due = cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.steps)
+            if evaluate_fn and due and (eval_at_end or step < cfg.steps):
                 row.update(_prefixed(run.evaluate(evaluate_fn)))
             state["curve"].append(row)
             state["wall_time_s"] = wall0 + time.perf_counter() - t0
@@ -201,7 +213,8 @@ def train(model, task: Task, method_name: str, train_examples: Sequence[Example]
         run.module.train(run.was_training)
     done = state["curve"][-1]["step"] if state["curve"] else 0
     return TrainResult(curve=state["curve"], steps=done,
-                       rollout_budget=done * cfg.prompts_per_step * cfg.num_generations,
+                       rollout_budget=done * cfg.prompts_per_step * cfg.oversample * cfg.num_generations,
+                       rollouts_generated=int(state.get("rollouts", done * cfg.prompts_per_step * cfg.num_generations)),
                        train_nfe=state["train_nfe"], train_forwards=state["train_forwards"],
                        wall_time_s=round(state["wall_time_s"], 3), config=config,
                        checkpoint=str(path) if path is not None and path.exists() else None)
@@ -297,6 +310,11 @@ class _Stats:
             self.sums["clip_n"] += n
 
 
+def _mixed(rewards: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: groups of (N, G) rewards that are not all equal."""
+    return rewards.max(1).values > rewards.min(1).values
+
+
 def _div(a: float, b: float) -> float | None:
     return a / b if b else None
 
@@ -385,14 +403,19 @@ class _Run:
     def step(self, step: int, state: dict) -> dict:
         t0 = time.perf_counter()
         cfg, mcfg, acc, G = self.cfg, self.mcfg, self.acc, self.cfg.num_generations
-        idx = prompt_indices(len(self.examples), cfg.prompts_per_step, step, self.seed)
-        per = cfg.prompts_per_step // acc.num_processes
+        drawn = cfg.prompts_per_step * cfg.oversample
+        idx = prompt_indices(len(self.examples), drawn, step, self.seed)
+        per = drawn // acc.num_processes
         mine = idx[acc.process_index * per:(acc.process_index + 1) * per]
-        with torch.no_grad():
-            ro = collect_rollouts(self.model, self.task, self.examples, mine, G, self.decode, seed=self.seed,
-                                  step=step, generate_fn=self.generate_fn, chunk=cfg.rollout_batch_size,
-                                  batch_seed=derive_seed(self.seed, "batch", step, acc.process_index),
-                                  reward_workers=self.reward_workers)
+        keep = cfg.prompts_per_step // acc.num_processes  # the same on every process: DDP's collectives match
+        dynamic = dict(round_size=keep, enough=keep) if cfg.oversample > 1 else {}
+        with torch.no_grad():  # with dynamic sampling, rounds of `keep` prompts until `keep` groups are mixed
+            generated = collect_rollouts(self.model, self.task, self.examples, mine, G, self.decode,
+                                         seed=self.seed, step=step, generate_fn=self.generate_fn,
+                                         chunk=cfg.rollout_batch_size, reward_workers=self.reward_workers,
+                                         batch_seed=derive_seed(self.seed, "batch", step, acc.process_index),
+                                         **dynamic)
+        ro = select_groups(generated, keep) if cfg.oversample > 1 else generated
         batch = ro.batch
         adv = self.method.advantages(ro.rewards, mcfg)  # (N, G)
         A = adv.reshape(-1).to(batch.device)  # (B,) prompt-major like the batch
@@ -410,7 +433,7 @@ class _Run:
         n_views = sum(len(v) for v in views)
         forwards = n_views + (sum(len(v) for v in views[1:]) if self.method.uses_old_policy else 0) + \
             (n_views if self.ref is not None else 0)
-        return self.row(step, ro, adv, stats, forwards, time.perf_counter() - t0, state)
+        return self.row(step, generated, ro, adv, stats, forwards, time.perf_counter() - t0, state)
 
     def logprobs(self, module, views: list[MaskedView], batch: RolloutBatch) -> list[torch.Tensor]:
         """Per view (B, L) log-probs under `module`, without gradient, in the update's micro-batches."""
@@ -457,14 +480,16 @@ class _Run:
         stats.sums["grad_norm"] += norm
         stats.sums["updates"] += 1
 
-    def row(self, step: int, ro, adv: torch.Tensor, stats: _Stats, forwards: int, seconds: float,
+    def row(self, step: int, ro, kept, adv: torch.Tensor, stats: _Stats, forwards: int, seconds: float,
             state: dict) -> dict:
+        """Reward, accuracy and group statistics describe every generated rollout (`ro`); the loss terms and
+        `kept_mixed_frac` the groups trained on (`kept`, the same as `ro` without dynamic sampling)."""
         acc = self.acc
         rewards = self.gather(ro.rewards)  # (N_all, G)
         verdicts = self.gather(torch.tensor([math.nan if v is None else float(v) for v in ro.verdicts]))
         terms = {k: float(self.gather(v).mean()) for k, v in ro.terms.items()}
         keys = list(stats.sums)
-        vals = torch.tensor([stats.sums[k] for k in keys] + [float(ro.nfe), float(ro.batch.valid.sum())],
+        vals = torch.tensor([stats.sums[k] for k in keys] + [float(ro.nfe), float(kept.batch.valid.sum())],
                             dtype=torch.float64)
         if acc.num_processes > 1:
             vals = acc.reduce(vals.to(acc.device), reduction="sum").cpu()
@@ -475,6 +500,7 @@ class _Run:
         nfe = int(s["nfe"])
         state["train_nfe"] += nfe
         state["train_forwards"] += forwards
+        state["rollouts"] = state.get("rollouts", 0) + rewards.numel()
         ok = verdicts[~torch.isnan(verdicts)]
         updates = s["updates"]  # summed over processes, like loss and grad_norm
         row = {
@@ -482,16 +508,17 @@ class _Run:
             "accuracy": float(ok.mean()) if ok.numel() else None,
             "kl": _div(s["kl"], s["kl_n"]), "clip_frac": _div(s["clip"], s["clip_n"]),
             "loss": _div(s["loss"], updates), "grad_norm": _div(s["grad_norm"], updates),
-            "step_time_s": round(seconds, 4), "nfe": nfe,
+            "step_time_s": round(seconds, 4), "nfe": nfe, "rollouts": rewards.numel(),
             **{f"reward_{k}": v for k, v in terms.items()},
             "reward_std": float(rewards.std(dim=1).mean()),
-            "zero_std_frac": float((rewards.max(1).values == rewards.min(1).values).float().mean()),
+            "zero_std_frac": float((~_mixed(rewards)).float().mean()),
+            "kept_mixed_frac": float(_mixed(self.gather(kept.rewards)).float().mean()),
             "adv_abs_mean": float(self.gather(adv).abs().mean()),
             "ratio_mean": _div(s["ratio"], s["ratio_n"]),
             "ratio_min": stats.ratio_min if s["ratio_n"] else None,
             "ratio_max": stats.ratio_max if s["ratio_n"] else None,
             "scored_tokens": _div(s["tokens"] * world, updates),  # per update, all processes
-            "completion_tokens": s["valid_tokens"] / rewards.numel(),
+            "completion_tokens": s["valid_tokens"] / self.gather(kept.rewards).numel(),
             "lr": self.scheduler.get_last_lr()[0], "train_forwards": forwards,
         }
         return row

@@ -293,8 +293,9 @@ def render_markdown(task: str, cells: pd.DataFrame, plot: str | None,
     lines += ["", "Scores are the primary metric, a mean over seeds; gain = final - base. CI kind `seeds_t`: "
               "mean of per-seed gains ± Student t (n-1 df) 95% interval over seeds; `bootstrap_1seed`: one "
               "seed, so the run's own paired-bootstrap 95% interval over test problems. Gain ÷ diffu-GRPO: "
-              "this row's mean gain over diffu-grpo's for the same model and rollout budget. Rollout budget = completions "
-              "generated in training. Method `none`: the model evaluated without RL.",
+              "this row's mean gain over diffu-grpo's for the same model and rollout budget. Rollout budget = the most completions "
+              "training may generate (steps x prompts x oversample x G; dynamic sampling may decode fewer). "
+              "Method `none`: the model evaluated without RL.",
               "", f"Machine-readable copy, with the run ids of every row: [{_slug(task)}.csv]({_slug(task)}.csv)."]
     if plot:
         lines += ["", f"![{task}: training curves]({plot})"]

@@ -313,3 +313,24 @@ def test_oversampling_rolls_out_more_prompts_and_trains_on_prompts_per_step_grou
         assert row["kept_mixed_frac"] == min(mixed, 2) / 2 and math.isfinite(row["loss"])
     with pytest.raises(ValueError, match="oversample=0"):
         TrainConfig(oversample=0)
+
+
+def test_rows_gathered_from_processes_that_decoded_different_numbers_of_rounds():
+    """Two simulated processes: one decoded 2 groups, the other 1; padding rows are dropped after the gather."""
+    from trainers.loop import _gather_rows
+
+    class TwoProcesses:  # what accelerate does for process 1 of 2, with process 0's rows known
+        num_processes, device = 2, torch.device("cpu")
+        other = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # process 0: 2 groups of G = 2
+
+        def pad_across_processes(self, t, dim=0, pad_index=0):
+            n = max(t.shape[0], self.other.shape[0])
+            pad = lambda x: torch.cat([x, torch.full((n - x.shape[0], *x.shape[1:]), pad_index)])  # noqa: E731
+            self.other_padded = pad(self.other)
+            return pad(t)
+
+        def gather(self, t):
+            return torch.cat([self.other_padded, t])
+
+    mine = torch.tensor([[0.0, 0.0]])  # process 1: 1 group
+    assert _gather_rows(TwoProcesses(), mine).tolist() == [[1, 0], [1, 1], [0, 0]]

@@ -130,7 +130,7 @@ class TrainConfig:
 # (the prototype found 48% of groups mixed at this setting), 16 rollout denoising steps (arith's eval
 # decoder's; accuracy did not depend on 8-32), a learning curve on 500 test problems, and a shared
 # mu = 4 with a k3 KL anchor beta = 0.1 (without it, all-correct templates drifted down in the prototype).
-# Decoding 96 completions per call is ~20% faster on 2 CPU cores than 192 at once (cache-sized batches).
+# Decoding 96 completions per call is ~10% faster on 2 CPU cores than 192 at once (cache-sized batches).
 EMBEDDED_DEFAULTS = {"steps": 100, "prompts_per_step": 8, "num_generations": 6, "lr": 3e-5, "eval_every": 50,
                      "eval_limit": 500, "temperature": 1.0, "diffusion_steps": 16, "rollout_batch_size": 96}
 EMBEDDED_METHOD_DEFAULTS = {"mu": 4, "beta": 0.1}
@@ -315,6 +315,17 @@ def _mixed(rewards: torch.Tensor) -> torch.Tensor:
     return rewards.max(1).values > rewards.min(1).values
 
 
+def _gather_rows(acc, t: torch.Tensor) -> torch.Tensor:
+    """All processes' rows of `t` (float), whose first dimension may differ between processes: each pads
+    with NaN rows to the longest, and rows that are all NaN are dropped after the gather (so a verdict of
+    None, coded NaN, is dropped too; callers skip those anyway)."""
+    if acc.num_processes == 1:
+        return t
+    t = acc.pad_across_processes(t.float().to(acc.device), dim=0, pad_index=math.nan)
+    g = acc.gather(t).cpu()
+    return g[~torch.isnan(g.reshape(g.shape[0], -1)).all(1)]
+
+
 def _div(a: float, b: float) -> float | None:
     return a / b if b else None
 
@@ -485,9 +496,10 @@ class _Run:
         """Reward, accuracy and group statistics describe every generated rollout (`ro`); the loss terms and
         `kept_mixed_frac` the groups trained on (`kept`, the same as `ro` without dynamic sampling)."""
         acc = self.acc
-        rewards = self.gather(ro.rewards)  # (N_all, G)
-        verdicts = self.gather(torch.tensor([math.nan if v is None else float(v) for v in ro.verdicts]))
-        terms = {k: float(self.gather(v).mean()) for k, v in ro.terms.items()}
+        # with dynamic sampling each process may have decoded a different number of rounds
+        rewards = _gather_rows(acc, ro.rewards)  # (N_all, G)
+        verdicts = _gather_rows(acc, torch.tensor([math.nan if v is None else float(v) for v in ro.verdicts]))
+        terms = {k: float(_gather_rows(acc, v).mean()) for k, v in ro.terms.items()}
         keys = list(stats.sums)
         vals = torch.tensor([stats.sums[k] for k in keys] + [float(ro.nfe), float(kept.batch.valid.sum())],
                             dtype=torch.float64)

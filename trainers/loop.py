@@ -36,7 +36,7 @@ from trainers import checkpoint as ckpt
 from trainers.estimators import MaskedView, RolloutBatch
 from trainers.grpo import LossInputs, LossOutput, MethodConfig
 from trainers.methods import Method, get_method
-from trainers.rollout import collect_rollouts, prompt_indices, select_groups, token_logprobs
+from trainers.rollout import collect_rollouts, mixed_groups, prompt_indices, select_groups, token_logprobs
 
 CURVE_COLUMNS = ("step", "reward", "accuracy", "kl", "clip_frac", "loss", "grad_norm", "step_time_s", "nfe")
 
@@ -183,6 +183,7 @@ def train(model, task: Task, method_name: str, train_examples: Sequence[Example]
     if resume and path is not None and path.exists():
         start, state = ckpt.load(path, module=run.module, optimizer=run.optimizer, scheduler=run.scheduler,
                                  config=config)
+        state.setdefault("rollouts", start * cfg.prompts_per_step * cfg.num_generations)  # saved before oversample
         saved = start
     t0, wall0 = time.perf_counter(), state["wall_time_s"]
     try:
@@ -214,7 +215,7 @@ def train(model, task: Task, method_name: str, train_examples: Sequence[Example]
     done = state["curve"][-1]["step"] if state["curve"] else 0
     return TrainResult(curve=state["curve"], steps=done,
                        rollout_budget=done * cfg.prompts_per_step * cfg.oversample * cfg.num_generations,
-                       rollouts_generated=int(state.get("rollouts", done * cfg.prompts_per_step * cfg.num_generations)),
+                       rollouts_generated=int(state["rollouts"]),
                        train_nfe=state["train_nfe"], train_forwards=state["train_forwards"],
                        wall_time_s=round(state["wall_time_s"], 3), config=config,
                        checkpoint=str(path) if path is not None and path.exists() else None)
@@ -308,11 +309,6 @@ class _Stats:
         if out.clipped is not None:
             self.sums["clip"] += float(out.clipped[m].sum())
             self.sums["clip_n"] += n
-
-
-def _mixed(rewards: torch.Tensor) -> torch.Tensor:
-    """(N,) bool: groups of (N, G) rewards that are not all equal."""
-    return rewards.max(1).values > rewards.min(1).values
 
 
 def _gather_rows(acc, t: torch.Tensor) -> torch.Tensor:
@@ -500,6 +496,7 @@ class _Run:
         rewards = _gather_rows(acc, ro.rewards)  # (N_all, G)
         verdicts = _gather_rows(acc, torch.tensor([math.nan if v is None else float(v) for v in ro.verdicts]))
         terms = {k: float(_gather_rows(acc, v).mean()) for k, v in ro.terms.items()}
+        kept_rewards = self.gather(kept.rewards)  # (N_kept_all, G): the same count on every process
         keys = list(stats.sums)
         vals = torch.tensor([stats.sums[k] for k in keys] + [float(ro.nfe), float(kept.batch.valid.sum())],
                             dtype=torch.float64)
@@ -512,7 +509,7 @@ class _Run:
         nfe = int(s["nfe"])
         state["train_nfe"] += nfe
         state["train_forwards"] += forwards
-        state["rollouts"] = state.get("rollouts", 0) + rewards.numel()
+        state["rollouts"] += rewards.numel()
         ok = verdicts[~torch.isnan(verdicts)]
         updates = s["updates"]  # summed over processes, like loss and grad_norm
         row = {
@@ -523,14 +520,14 @@ class _Run:
             "step_time_s": round(seconds, 4), "nfe": nfe, "rollouts": rewards.numel(),
             **{f"reward_{k}": v for k, v in terms.items()},
             "reward_std": float(rewards.std(dim=1).mean()),
-            "zero_std_frac": float((~_mixed(rewards)).float().mean()),
-            "kept_mixed_frac": float(_mixed(self.gather(kept.rewards)).float().mean()),
+            "zero_std_frac": float((~mixed_groups(rewards)).float().mean()),
+            "kept_mixed_frac": float(mixed_groups(kept_rewards).float().mean()),
             "adv_abs_mean": float(self.gather(adv).abs().mean()),
             "ratio_mean": _div(s["ratio"], s["ratio_n"]),
             "ratio_min": stats.ratio_min if s["ratio_n"] else None,
             "ratio_max": stats.ratio_max if s["ratio_n"] else None,
             "scored_tokens": _div(s["tokens"] * world, updates),  # per update, all processes
-            "completion_tokens": s["valid_tokens"] / self.gather(kept.rewards).numel(),
+            "completion_tokens": s["valid_tokens"] / kept_rewards.numel(),
             "lr": self.scheduler.get_last_lr()[0], "train_forwards": forwards,
         }
         return row

@@ -84,7 +84,7 @@ def collect_rollouts(model, task: Task, examples: Sequence[Example], indices: Se
         texts += round_texts
         scored += new
         rew = torch.tensor([float(x.reward) for x in new]).view(-1, G)  # (round prompts, G)
-        mixed += int((rew.max(1).values > rew.min(1).values).sum())
+        mixed += int(mixed_groups(rew).sum())
         if enough is not None and mixed >= enough:
             break
     B = len(scored)
@@ -105,13 +105,18 @@ def collect_rollouts(model, task: Task, examples: Sequence[Example], indices: Se
     return Rollouts(batch, rewards, terms, [s.verdict for s in scored], texts, nfe)
 
 
+def mixed_groups(rewards: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the groups of (N, G) rewards that are not all equal (non-zero advantages)."""
+    return rewards.max(1).values > rewards.min(1).values
+
+
 def select_groups(ro: Rollouts, keep: int) -> Rollouts:
     """The first `keep` groups of `ro` with mixed rewards, in drawn order, topped up with all-equal groups
     (also in drawn order) when fewer are mixed: DAPO's dynamic sampling with a cap on rollouts per step."""
     N, G = ro.rewards.shape
     if not 1 <= keep <= N:
         raise ValueError(f"keep={keep} groups must be between 1 and the {N} groups drawn")
-    mixed = (ro.rewards.max(1).values > ro.rewards.min(1).values).tolist()
+    mixed = mixed_groups(ro.rewards).tolist()
     groups = sorted(sorted(range(N), key=lambda i: not mixed[i])[:keep])  # stable: drawn order within each kind
     rows = torch.tensor([i * G + g for i in groups for g in range(G)])
     b = ro.batch

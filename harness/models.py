@@ -9,17 +9,33 @@ A `DiffusionModel` wraps a transformers module and exposes `logits(ids, attentio
 the mask / pad / EOS ids, the tokenizer and, for multimodal models, the id range of the image codebook.
 Families differ in four small ways, all handled here and nowhere else:
 
-* LLaDA (model_type `llada`): mask id 126336 (its tokenizer does not name a mask token); a padding
-  mask is passed as a 2-D `attention_mask`, which its remote code turns into an attention bias.
+* LLaDA (model_type `llada`): mask id 126336 (its tokenizer does not name a mask token); padding goes
+  in as a 4-D boolean `attention_bias` (B, 1, L, L). Never a 2-D `attention_mask`: the upstream code
+  turns that into a *causal* bias plus the padding mask, so a padded batch is silently decoded by a
+  left-to-right model (logits up to 1.5 away from the unpadded row on the tiny fixture). RoPE sees only
+  offsets, so left padding needs no position ids.
 * Dream (model_type `Dream`): predicts token i at position i-1 (it was adapted from an autoregressive
   model), so its logits are shifted back by one; padding goes in as a 4-D boolean mask plus position ids
-  counted from the first real token, as Dream's own `diffusion_generate` does.
+  counted from the first real token, as Dream's own `diffusion_generate` does. The first real token of a
+  padded row keeps its own output row, as position 0 of an unpadded row does.
 * MMaDA (model_type `mmada`): LLaDA's ids plus an image codebook of `config.codebook_size` (8192) ids
   placed right after the text tokenizer's vocabulary (`len(tokenizer)`, MMaDA's reserved-token layout);
   padding goes in as a 4-D `attention_bias`, as in MMaDA's own generators.
 * Everything else (the embedded `tiny` RoFormer, any `AutoModelForMaskedLM`): 2-D `attention_mask`,
   and, where the forward takes them, position ids counted from the first real token so that left padding
   does not move the prompt (rotary models such as RoFormer need none: they see only offsets).
+
+At load, `check_padding` runs a cheap probe (two forwards of a dozen tokens): a prompt alone and the
+same prompt left-padded inside a batch must give the same logits (<= 1e-4 in float32, scaled for
+bf16/fp16); a model whose code breaks that is refused with a one-line `ModelError`, because every
+batched evaluation and RL rollout would be silently wrong.
+
+Supported `transformers`: 4.46-4.57 (pinned `<5` in pyproject.toml). The upstream LLaDA and Dream code
+that ships in their hub folders does not load under transformers 5 (LLaDA: `all_tied_weights_keys`;
+Dream: rotary init `KeyError: 'default'`, then `_tied_weights_keys`); pinning the range in which the
+unmodified code runs serves users better than patching third-party classes at import time, which would
+have to follow every 5.x change and could alter numerics silently. Any failure inside a model's own
+code is one line naming the model, the error and what to do.
 
 Nothing is downloaded unless the user names a hub id; an unreachable hub id fails with a one-line
 `ModelError` that says to pass a local folder. LoRA (peft) and multi-GPU (accelerate) wrap `.module`
@@ -97,6 +113,7 @@ class DiffusionModel:
         self.image_token_range = image_token_range  # [lo, hi) ids of the image codebook, multimodal only
         self.stop_ids = set(stop_ids or ()) | ({self.eos_id} if self.eos_id is not None else set())
         self._takes_position_ids = "position_ids" in _forward_params(module)
+        self.chat: bool | None = None  # chat template: None = when the tokenizer has one (encode_prompts)
 
     @property
     def device(self) -> torch.device:
@@ -113,8 +130,14 @@ class DiffusionModel:
         logits = out.logits if hasattr(out, "logits") else out[0]  # (B, L, V)
         if self.family == "dream":
             # Dream's output at position i predicts token i+1; shifting right by one puts the prediction
-            # for token i at position i. Position 0 (never masked: it is prompt) keeps its own row.
-            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            # for token i at position i. The first real token (never masked: it is prompt) keeps its own
+            # row, at position 0 of an unpadded row and after the padding of a left-padded one.
+            shifted = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+            if attention_mask is not None and not bool(attention_mask.bool().all()):
+                first = attention_mask.to(device=logits.device).bool().long().argmax(dim=1)  # (B,)
+                rows = torch.arange(logits.shape[0], device=logits.device)
+                shifted[rows, first] = logits[rows, first]
+            logits = shifted
         return logits
 
     def _forward_kwargs(self, attention_mask: torch.Tensor | None) -> dict:
@@ -130,20 +153,32 @@ class DiffusionModel:
         if self.family == "mmada":
             return {"attention_bias": pair}
         if self.family == "llada":
-            return {"attention_mask": keep.long()}
+            # never LLaDA's 2-D attention_mask: its code adds it to a causal bias (module docstring)
+            return {"attention_bias": pair}
         kwargs = {"attention_mask": keep.long()}
         if self._takes_position_ids:
             kwargs["position_ids"] = positions
         return kwargs
 
-    def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def encode_prompts(self, prompts: list[str], chat: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompt ids (B, P) and attention mask (B, P) bool.
 
-        Instruct models (a tokenizer with a chat template) get each prompt as one user turn followed by
-        the assistant header; others get the raw text with the tokenizer's own special tokens.
+        `chat` (default: the model's `chat` setting, itself None = automatic): True wraps each prompt as
+        one user turn followed by the assistant header (the tokenizer's chat template: instruct models);
+        False gives the raw text with the tokenizer's own special tokens (base models, few-shot prompts,
+        text an outside tool already rendered); None uses the template when the tokenizer has one.
         """
         tok = self.tokenizer
-        if getattr(tok, "chat_template", None):
+        chat = self.chat if chat is None else chat
+        if chat and not self.has_chat_template:
+            raise ModelError(f"{self.name}: its tokenizer has no chat template; pass --chat-template off")
+        if chat is None:
+            chat = self.has_chat_template
+        if chat:
             texts = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
                                              tokenize=False) for p in prompts]
             rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
@@ -193,7 +228,8 @@ def load_model(spec: str, task: str | None = None, device: str = "cpu", dtype: s
     raise UnknownNameError("model", spec, model_names())
 
 
-def load_hf(target: str, *, device: str = "cpu", dtype: str = "auto", name: str | None = None) -> DiffusionModel:
+def load_hf(target: str, *, device: str = "cpu", dtype: str = "auto", name: str | None = None,
+            check_padding: bool = True) -> DiffusionModel:
     """Load a transformers masked diffusion model from a local folder or (only if not a folder) the hub."""
     import transformers
 
@@ -218,6 +254,8 @@ def load_hf(target: str, *, device: str = "cpu", dtype: str = "auto", name: str 
         raise ModelError(f"{source}: {_first_line(e)[:200]} (a model that ships its code elsewhere, such as "
                          "MMaDA, needs its classes registered with AutoConfig.register / AutoModel.register)"
                          ) from None
+    except Exception as e:  # noqa: BLE001 - the model's own code failed: one line, not its traceback
+        raise ModelError(_code_failure(source, "its config or tokenizer", e)) from e
 
     family = _family(config)
     auto_map = getattr(config, "auto_map", None) or {}
@@ -233,6 +271,8 @@ def load_hf(target: str, *, device: str = "cpu", dtype: str = "auto", name: str 
         where = str(folder) if local else repr(target)
         raise ModelError(f"could not load the weights of {where} with {cls.__name__}: {_first_line(e)[:200]}"
                          + ("" if local else "; pass a local folder: --model hf:/path/to/folder")) from None
+    except Exception as e:  # noqa: BLE001 - e.g. upstream LLaDA/Dream code under transformers 5
+        raise ModelError(_code_failure(source, f"the model ({cls.__name__})", e)) from e
     module.to(device)
     module.eval()
 
@@ -251,8 +291,68 @@ def load_hf(target: str, *, device: str = "cpu", dtype: str = "auto", name: str 
     vocab = tokenizer.get_vocab()
     stop_ids = {vocab[t] for t in _STOP_TOKENS if t in vocab}
     image_range = _image_token_range(config, tokenizer, family)
-    return DiffusionModel(module, tokenizer, name=name or f"hf:{target}", mask_id=mask_id, pad_id=pad_id,
-                          eos_id=eos_id, family=family, image_token_range=image_range, stop_ids=stop_ids)
+    model = DiffusionModel(module, tokenizer, name=name or f"hf:{target}", mask_id=mask_id, pad_id=pad_id,
+                           eos_id=eos_id, family=family, image_token_range=image_range, stop_ids=stop_ids)
+    if check_padding:
+        error = padding_error(model)
+        if error is not None:
+            raise ModelError(f"{model.name}: {error}")
+    return model
+
+
+PADDING_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-6, torch.bfloat16: 3e-2, torch.float16: 5e-3}
+
+
+def padding_error(model: DiffusionModel, pad: int = 3) -> str | None:
+    """None when a row's logits are the same alone and left-padded by `pad` inside a batch, else why not.
+
+    Two forwards over a dozen tokens: row 0 is a prompt plus four mask tokens (a completion being
+    decoded), row 1 the same shortened by `pad` tokens and left-padded back to the batch length. Each
+    row's real positions must match the row decoded alone within PADDING_TOLERANCE (absolute in float32;
+    for bf16/fp16 relative to the largest logit, since those kernels round differently per batch shape).
+    """
+    tok = model.tokenizer
+    text = "Natalia sold clips to 48 of her friends in April, and then she sold half as many in May."
+    ids = [i for i in tok(text, add_special_tokens=False)["input_ids"] if i not in (model.mask_id, model.pad_id)]
+    ids = ids[:12]
+    if len(ids) < pad + 2:
+        ids = (ids * 8)[:12]
+    if len(ids) < pad + 2:
+        return None  # a tokenizer that cannot encode plain text: nothing to probe with
+    long_row = ids + [model.mask_id] * 4
+    short_row = ids[:-pad] + [model.mask_id] * 4
+    n = len(long_row)
+    batch = torch.tensor([long_row, [model.pad_id] * pad + short_row], device=model.device)  # (2, n)
+    keep = torch.ones(2, n, dtype=torch.bool, device=model.device)  # (2, n)
+    keep[1, :pad] = False
+    with torch.no_grad():
+        both = model.logits(batch, keep).float()  # (2, n, V)
+        alone_long = model.logits(batch[:1]).float()  # (1, n, V)
+        alone_short = model.logits(batch[1:, pad:]).float()  # (1, n - pad, V)
+    diff = max((both[0] - alone_long[0]).abs().max().item(), (both[1, pad:] - alone_short[0]).abs().max().item())
+    dtype = next(model.module.parameters()).dtype
+    tol = PADDING_TOLERANCE.get(dtype, 1e-4)
+    if dtype in (torch.bfloat16, torch.float16):
+        tol *= max(1.0, alone_long.abs().max().item())
+    if not diff <= tol:  # also catches NaN
+        return (f"a prompt left-padded by {pad} tokens gets logits {diff:.3g} away from the same prompt alone "
+                f"(tolerance {tol:.1g}, dtype {str(dtype).removeprefix('torch.')}): this model's code does not "
+                f"take the padding mask of family {model.family!r} the way the harness passes it (see "
+                "harness/models.py), so every batched decode and RL rollout would be silently wrong; "
+                "the model is refused")
+    return None
+
+
+def _code_failure(source: str, what: str, e: BaseException) -> str:
+    import transformers
+
+    msg = f"could not load {what} of {source}: {type(e).__name__}: {_first_line(e)[:200]}"
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        msg += (f"; the upstream LLaDA/Dream code runs under transformers 4.46-4.57, not "
+                f"{transformers.__version__}: pip install 'transformers>=4.46,<5'")
+    else:
+        msg += "; check that the folder's modeling code matches its config (HARNESS_DEBUG=1 shows the traceback)"
+    return msg
 
 
 def _family(config) -> str:

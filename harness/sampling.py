@@ -11,6 +11,11 @@ tokens to a left-padded prompt and unmasks them with one of three samplers (`cfg
   masked position independently stays masked with probability k(s+1)/k(s), k(s) = cos(pi/2 * s/T).
 * `maskgit` - MaskGIT (Chang et al. 2022): sample every masked position, keep the most confident
   (log-probability plus Gumbel noise annealed to zero) so that floor(L * cos(pi/2 * (s+1)/T)) stay masked.
+* `dream` - Dream's own `diffusion_generate` (Ye et al. 2025) over the whole completion, with its
+  decoding orders as the `alg` option: `entropy` (Dream's evaluation setting), `maskgit_plus`,
+  `topk_margin`, `origin`; `alg_temp` and `eps` as in Dream. Works for every family. At temperature 0
+  it produces the tokens of Dream's own generator (tests/test_real_models.py runs both on the Dream
+  fixture). Not supported: Dream's top_p / top_k truncation.
 
 Every decoder records the 0-based step at which each completion token was committed (`commit_step`,
 TraceRL replays it) and counts model calls (`nfe`: one per forward over the batch, two with CFG). NFE
@@ -22,8 +27,10 @@ model whose logits for a row do not depend on the other rows).
 
 Deliberate departures from the reference implementations:
 * The mask id is never sampled (its logit is -inf); with `token_range=(lo, hi)` only ids in [lo, hi)
-  are. Confidences are probabilities under that restricted distribution (LLaDA's softmax spans the
-  whole vocabulary, mask id included).
+  are. Without a range, confidences are probabilities under the whole vocabulary, mask id included,
+  as in LLaDA (so at temperature 0 the tokens equal the published decoder's whenever the model's
+  argmax is not the mask id itself: `tests/test_real_models.py` checks it on the LLaDA fixture); with a
+  range they are probabilities under the restricted distribution (MMaDA restricts to its codebook).
 * Confidence is ranked as a log-probability (same order as LLaDA's probability, no underflow).
 * Gumbel noise is drawn only at the positions being sampled (LLaDA draws it over the whole sequence):
   same distribution, less work. It is float64, as in LLaDA, whose authors found lower precision
@@ -43,8 +50,9 @@ from dataclasses import dataclass
 
 import torch
 
-SAMPLERS = ("low_confidence", "emerge", "maskgit")
+SAMPLERS = ("low_confidence", "emerge", "maskgit", "dream")
 REMASKING = ("low_confidence", "random")
+DREAM_ALGS = ("entropy", "maskgit_plus", "topk_margin", "origin")
 
 
 @dataclass
@@ -56,6 +64,9 @@ class DecodeConfig:
     temperature: float = 0.0  # 0 = argmax (deterministic); >0 = Gumbel-max sampling at this temperature
     remasking: str = "low_confidence"  # low_confidence | random: which k to commit (low_confidence only)
     cfg_scale: float = 0.0  # classifier-free guidance weight w; 0 = off (no unconditional pass)
+    alg: str = "entropy"  # dream only: entropy | maskgit_plus | topk_margin | origin (Dream's `alg`)
+    alg_temp: float = 0.0  # dream only: 0 = commit the most confident; >0 = sample positions by softmax(conf/alg_temp)
+    eps: float = 1e-3  # dream only: the schedule runs t from 1 down to eps in `steps` steps
 
     def __post_init__(self):
         self.check()
@@ -78,6 +89,13 @@ class DecodeConfig:
         if self.cfg_scale < 0:
             raise ValueError(f"cfg_scale={self.cfg_scale} must be >= 0 (0 = no guidance)")
         L, T = self.gen_length, self.steps
+        if self.sampler == "dream":
+            if self.alg not in DREAM_ALGS:
+                raise ValueError(f"unknown alg {self.alg!r} for the dream sampler; choose one of {', '.join(DREAM_ALGS)}")
+            if not (self.alg_temp >= 0 and math.isfinite(self.alg_temp)):
+                raise ValueError(f"alg_temp={self.alg_temp} must be a finite number >= 0 (0 = most confident first)")
+            if not 0 < self.eps < 1:
+                raise ValueError(f"eps={self.eps} must lie in (0, 1) (Dream uses 1e-3)")
         if self.sampler == "maskgit" and T > L:
             raise ValueError(f"maskgit reveals at least one token per step, so steps={T} must be "
                              f"<= gen_length={L}")
@@ -199,14 +217,45 @@ class _Run:
         if w > 0:
             # (1+w)*cond - w*uncond, which is LLaDA's uncond + (w+1)*(cond - uncond) rearranged
             logits = (1 + w) * logits - w * raw[B:][sel].float()  # (M, V')
+        # Confidence is normalised over the whole vocabulary, mask id included, as LLaDA's softmax is
+        # (the same token order at temperature 0 as the published decoder); over [lo, hi) with a range.
+        norm = logits.logsumexp(-1) if with_logp and v.hi is None else None  # (M,)
         if v.banned is not None:
             logits[:, v.banned] = -math.inf
         counts = sel.sum(1).tolist()
         ids = _gumbel_argmax(logits, self.cfg.temperature, counts, self.gens)  # (M,)
         logp = None
         if with_logp:
-            logp = logits.gather(1, ids[:, None]).squeeze(1) - logits.logsumexp(-1)  # (M,)
+            logp = logits.gather(1, ids[:, None]).squeeze(1) - (logits.logsumexp(-1) if norm is None else norm)
         return ids + v.lo, logp
+
+    def confidence(self, raw: torch.Tensor, sel: torch.Tensor, kind: str):
+        """Sample a token at each selected position and score the position as Dream's `alg` does.
+
+        raw (B, N, V) logits; sel (B, N) bool. Returns ids (M,) and confidences (M,) float32: the
+        probability of the sampled token (`maskgit_plus`), top-1 minus top-2 probability (`topk_margin`)
+        or the negative entropy sum p log(p + 1e-10) (`entropy`), all under the softmax of the whole
+        vocabulary (of [lo, hi) with a range), computed in float32 as Dream's `sample_tokens` does.
+        """
+        if self.cfg.cfg_scale > 0:
+            raise ValueError("the dream sampler has no classifier-free guidance; use cfg_scale=0")
+        v = self.vocab
+        logits = raw[..., v.lo:v.hi][sel].float()  # (M, V')
+        if self.cfg.temperature > 0:
+            logits = logits / self.cfg.temperature
+        probs = torch.softmax(logits, dim=-1)  # (M, V')
+        banned = logits.clone()
+        if v.banned is not None:
+            banned[:, v.banned] = -math.inf
+        ids = _gumbel_argmax(banned, 1.0 if self.cfg.temperature > 0 else 0.0, sel.sum(1).tolist(), self.gens)
+        if kind == "topk_margin":
+            top2 = probs.topk(2, dim=-1).values  # (M, 2)
+            conf = top2[:, 0] - top2[:, 1]
+        elif kind == "entropy":
+            conf = (probs * torch.log(probs + 1e-10)).sum(-1)
+        else:
+            conf = probs.gather(1, ids[:, None]).squeeze(1)
+        return ids + v.lo, conf
 
     def uniform(self, counts: list[int]) -> torch.Tensor:
         """(sum(counts),) float64 uniforms in [0, 1), counts[b] of them from row b's generator."""
@@ -336,4 +385,52 @@ def _maskgit(run: _Run):
     return commit_step, run.nfe
 
 
-_DECODERS = {"low_confidence": _low_confidence, "emerge": _emerge, "maskgit": _maskgit}
+def _dream(run: _Run):
+    """Dream's `diffusion_generate` order over the whole completion (no blocks).
+
+    The schedule t runs from 1 to eps over T steps (float32, as Dream's linspace). At step i, with
+    t = ts[i], s = ts[i+1] and n positions still masked: `origin` reveals each masked position with
+    probability 1 - s/t (all at the last step); the other algs commit the int(n (1 - s/t)) most confident
+    positions (all n at the last step), or sample that many by softmax(conf / alg_temp) when alg_temp > 0.
+    """
+    cfg, B = run.cfg, run.x.shape[0]
+    T = cfg.steps
+    ts = torch.linspace(1, cfg.eps, T + 1, dtype=torch.float32)  # on the CPU: same values on any device
+    commit_step = torch.full((B, cfg.gen_length), -1, dtype=torch.long, device=run.x.device)  # (B, L)
+    comp = run.x[:, run.P:]  # (B, L) view
+    for i in range(T):
+        masked = comp == run.mask_id  # (B, L)
+        raw = run.forward()  # (B, L, V)
+        last = i == T - 1
+        frac = ts[i + 1] / ts[i]  # float32 s / t
+        if cfg.alg == "origin":
+            reveal = masked.clone() if last else torch.zeros_like(masked)  # (B, L)
+            if not last:
+                reveal[masked] = run.uniform(masked.sum(1).tolist()) < float(1 - frac)
+            ids, _ = run.sample(raw, reveal, with_logp=False)  # (M,)
+            comp[reveal] = ids
+            commit_step[reveal] = i
+            continue
+        ids, conf = run.confidence(raw, masked, cfg.alg)  # (M,), (M,)
+        # confidences over the whole sequence (prompt at -inf), the shape Dream ranks: a random-weight
+        # model gives many exactly equal confidences, and topk breaks such ties by position in its input
+        full = torch.full(run.x.shape, -math.inf, dtype=torch.float32, device=masked.device)  # (B, P+L)
+        full[:, run.P:][masked] = conf
+        cand = torch.full_like(comp, run.mask_id)  # (B, L)
+        cand[masked] = ids
+        for b in range(B):
+            n = int(masked[b].sum())
+            k = n if last else int(torch.tensor(n, dtype=torch.float32) * (1 - frac))
+            if k <= 0:
+                continue
+            if cfg.alg_temp > 0:
+                weights = torch.softmax(full[b] / cfg.alg_temp, dim=-1)  # (P+L,)
+                pick = torch.multinomial(weights, k, generator=run.gens[b]) - run.P  # (k,)
+            else:
+                pick = full[b:b + 1].topk(k).indices[0] - run.P  # (k,)
+            comp[b, pick] = cand[b, pick]
+            commit_step[b, pick] = i
+    return commit_step, run.nfe
+
+
+_DECODERS = {"low_confidence": _low_confidence, "emerge": _emerge, "maskgit": _maskgit, "dream": _dream}

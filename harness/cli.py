@@ -32,13 +32,16 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_decode_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("decoding (defaults come from the task)")
-    g.add_argument("--sampler", choices=["low_confidence", "emerge", "maskgit"], help="decoder")
+    g.add_argument("--sampler", choices=["low_confidence", "emerge", "maskgit", "dream"], help="decoder")
     g.add_argument("--gen-length", type=int, help="completion length in tokens")
     g.add_argument("--block-length", type=int, help="semi-autoregressive block length (low_confidence)")
     g.add_argument("--diffusion-steps", dest="diffusion_steps", type=int, help="denoising steps in total")
     g.add_argument("--temperature", type=float, help="sampling temperature (0 = greedy)")
     g.add_argument("--remasking", choices=["low_confidence", "random"], help="which tokens a step commits")
     g.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (0 = off)")
+    g.add_argument("--alg", choices=["entropy", "maskgit_plus", "topk_margin", "origin"],
+                   help="dream sampler: Dream's decoding order (default entropy)")
+    g.add_argument("--alg-temp", type=float, help="dream sampler: 0 = most confident first; >0 samples positions")
 
 
 def _add_model_args(p: argparse.ArgumentParser, default: str | None) -> None:
@@ -61,10 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--force", action="store_true", help="retrain even if a cached model exists")
 
-    s = sub.add_parser("eval", help="generate, verify and score a model on a task")
-    s.add_argument("--task", required=True)
+    s = sub.add_parser("eval", help="generate, verify and score a model on one or more tasks")
+    s.add_argument("--task", required=True, help="a task, or several comma-separated (gsm8k,math)")
     _add_model_args(s, default=None)
-    s.add_argument("--data", help="local jsonl/json file or hub id (hf://owner/name[:config])")
+    s.add_argument("--data", action="append", default=[], metavar="[TASK=]PATH",
+                   help="local jsonl/json file or hub id (hf://owner/name[:config]); with several tasks, "
+                   "one TASK=PATH per task (repeatable)")
+    s.add_argument("--chat-template", choices=["auto", "on", "off"], default="auto",
+                   help="wrap each prompt in the tokenizer's chat template (auto: when it has one; "
+                   "off for base models)")
+    s.add_argument("--num-fewshot", type=int, default=0,
+                   help="solved problems in front of each prompt (gsm8k; the LLaDA paper's base models: 4)")
+    s.add_argument("--fewshot-data", help="where the few-shot problems come from (gsm8k: the train split, "
+                   "e.g. ../shared/data/gsm8k_train.jsonl; default: the hub's train split)")
     s.add_argument("--split", default="test", help="split of an embedded task (test | train)")
     s.add_argument("--limit", type=int, help="evaluate only the first N problems")
     s.add_argument("--n-samples", type=int, default=1, help="completions per problem (pass@k)")
@@ -113,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--limit", type=int, help="evaluate on the first N test problems")
     s.add_argument("--results", default="results", help="where run folders go")
+
+    sub.add_parser("lm-eval", help="lm-evaluation-harness with `--model harness` registered; every other "
+                   "argument is lm-eval's own (harness lm-eval --help)", add_help=False)
 
     s = sub.add_parser("leaderboard", help="collate results/ into leaderboards/ (CSV, markdown, plots)")
     s.add_argument("--results", default="results")
@@ -164,6 +179,9 @@ def _training_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["lm-eval"]:
+        return cmd_lm_eval(argv[1:])
     args = build_parser().parse_args(argv)
     handler = globals()[f"cmd_{args.command}"]
     try:
@@ -244,6 +262,7 @@ def decode_config(task, args):
     flags = {"sampler": args.sampler, "gen_length": args.gen_length, "block_length": args.block_length,
              "steps": args.diffusion_steps, "temperature": args.temperature, "remasking": args.remasking,
              "cfg_scale": args.cfg_scale}
+    flags.update({k: getattr(args, k, None) for k in ("alg", "alg_temp")})
     values.update({k: v for k, v in flags.items() if v is not None})
     for k in ("temperature", "cfg_scale"):
         if k in values and not math.isfinite(values[k]):
@@ -323,26 +342,115 @@ def _embedded_names() -> list[str]:
 
 
 def cmd_eval(args) -> int:
-    from harness.results import check_out_dir
+    from harness.results import check_out_dir, write_lm_eval_results
     from harness.runner import eval_summary, evaluate, write_eval
+    from tasks import get_task
 
-    task = _task_for(args)
+    names = [n.strip() for n in args.task.split(",") if n.strip()]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"--task {args.task!r}: name each task once, comma-separated (e.g. gsm8k,math)")
+    if len(names) > 1 and (args.detector_path or args.clip_path):
+        raise ValueError("--detector-path/--clip-path apply to --task geneval alone")
+    task_list = [_task_for(argparse.Namespace(**{**vars(args), "task": n})) if len(names) == 1 else get_task(n)
+                 for n in names]
+    data = _data_per_task(args.data, names)
     check_model_name(args.model)
     check_positive(n_samples=args.n_samples, limit=args.limit, batch_size=args.batch_size)
-    decode = decode_config(task, args)  # invalid decoder settings fail here, before any work
-    out_dir = check_out_dir(args.out or f"results/eval__{_safe(task.name)}__{_safe(args.model)}__{_timestamp()}",
-                            protect=EVAL_FILES, overwrite=args.overwrite)
-    examples = task.load(args.data, split=args.split, limit=args.limit)
-    model = load_model_for(task, args.model, args.device, args.dtype)
-    if getattr(model, "is_gold", False):
-        decode = None
-    out = evaluate(task, model, examples, decode, n_samples=args.n_samples, seed=args.seed,
-                   batch_size=args.batch_size, progress=sys.stderr.isatty())
-    config = {"task": task.name, "model": args.model, "data": args.data, "split": args.split, "limit": args.limit,
-              "n_samples": args.n_samples, "seed": args.seed, "batch_size": args.batch_size}
-    summary = eval_summary("eval", task, args.model, out, decode=decode, config=config, seed=args.seed)
-    write_eval(out_dir, summary, out.scored)
-    _print_summary(summary, out_dir)
+    if args.num_fewshot < 0:
+        raise ValueError(f"--num-fewshot {args.num_fewshot} must be >= 0")
+    if args.num_fewshot and any(not hasattr(t, "set_fewshot") for t in task_list):
+        bad = [t.name for t in task_list if not hasattr(t, "set_fewshot")]
+        raise ValueError(f"few-shot prompts exist for gsm8k only, not {', '.join(bad)}; drop --num-fewshot")
+    if args.fewshot_data and not args.num_fewshot:
+        raise ValueError("--fewshot-data needs --num-fewshot K (K > 0)")
+    decodes = {t.name: decode_config(t, args) for t in task_list}  # invalid settings fail before any work
+    root = args.out or f"results/eval__{_safe('+'.join(names))}__{_safe(args.model)}__{_timestamp()}"
+    dirs = {n: Path(root) if len(names) == 1 else Path(root) / _safe(n) for n in names}
+    for n in names:
+        check_out_dir(dirs[n], protect=EVAL_FILES, overwrite=args.overwrite)
+    examples = {t.name: t.load(data.get(t.name), split=args.split, limit=args.limit) for t in task_list}
+    for t in task_list:
+        if args.num_fewshot:
+            shots = t.load(args.fewshot_data, split="train", limit=args.num_fewshot) if args.fewshot_data else \
+                t.examples_from(_hub_train_rows(t), limit=args.num_fewshot)
+            t.set_fewshot(shots)
+    chat = {"auto": None, "on": True, "off": False}[args.chat_template]
+    model, summaries = None, {}
+    for t in task_list:
+        if model is None or args.model == "tiny":  # the tiny model is pretrained per task
+            model = load_model_for(t, args.model, args.device, args.dtype)
+        if not getattr(model, "is_gold", False):
+            model.chat = chat
+            model.encode_prompts(["probe"])  # --chat-template on without a template fails here, not midway
+        decode = None if getattr(model, "is_gold", False) else decodes[t.name]
+        out = evaluate(t, model, examples[t.name], decode, n_samples=args.n_samples, seed=args.seed,
+                       batch_size=args.batch_size, progress=sys.stderr.isatty())
+        config = {"task": t.name, "model": args.model, "data": data.get(t.name), "split": args.split,
+                  "limit": args.limit, "n_samples": args.n_samples, "seed": args.seed, "batch_size": args.batch_size,
+                  "chat_template": args.chat_template, "num_fewshot": args.num_fewshot,
+                  "fewshot_data": args.fewshot_data}
+        summary = eval_summary("eval", t, args.model, out, decode=decode, config=config, seed=args.seed)
+        write_eval(dirs[t.name], summary, out.scored)
+        summaries[t.name] = summary
+        if len(names) > 1:
+            _print_summary(summary, dirs[t.name], last_line=False)
+    if len(names) == 1:
+        _print_summary(summaries[names[0]], dirs[names[0]])
+        return 0
+    write_lm_eval_results(Path(root) / "lm_eval_results.json", list(summaries.values()))
+    line = {"tasks": names, "model": args.model, "out": root,
+            "metrics": {n: summaries[n]["metrics"] for n in names}, "n": {n: summaries[n]["n"] for n in names}}
+    from harness.results import to_jsonable
+
+    print(json.dumps(to_jsonable(line), sort_keys=True))
+    return 0
+
+
+def _data_per_task(values: list[str], names: list[str]) -> dict[str, str]:
+    """--data PATH (one task) or --data TASK=PATH per task -> {task: PATH}."""
+    out: dict[str, str] = {}
+    for v in values:
+        task, sep, path = v.partition("=")
+        if sep and task in names:
+            if task in out:
+                raise ValueError(f"--data names {task} twice")
+            out[task] = path
+        elif len(names) == 1 and not (sep and task.isidentifier() and not Path(v).exists()):
+            if names[0] in out:
+                raise ValueError("--data given twice for one task")
+            out[names[0]] = v
+        else:
+            raise ValueError(f"--data {v!r}: with --task {','.join(names)} write --data TASK=PATH for each task "
+                             f"(e.g. --data {names[0]}=PATH)")
+    return out
+
+
+def _hub_train_rows(task):
+    from tasks.base import load_records
+
+    if not task.hub_id:
+        raise ValueError(f"--num-fewshot: task {task.name!r} has no hub train split; pass --fewshot-data PATH")
+    return load_records(None, default_hub=task.hub_id, split="train", hint="--fewshot-data PATH (the train split)",
+                        task=task.name)
+
+
+def cmd_lm_eval(argv: list[str]) -> int:
+    """lm-eval's own command line, with `--model harness` registered (lm-eval 0.4 cannot discover it)."""
+    try:
+        import lm_eval.__main__ as lm_eval_main
+    except ImportError:
+        print("harness lm-eval: error: lm-eval is not installed: pip install 'lm-eval>=0.4'", file=sys.stderr)
+        return 2
+    import harness.lm_eval_model  # noqa: F401 - registers the model named "harness"
+
+    saved = sys.argv
+    sys.argv = ["lm-eval", *argv]
+    try:
+        lm_eval_main.cli_evaluate()
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    finally:
+        sys.argv = saved
     return 0
 
 
@@ -427,10 +535,12 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
-def _print_summary(summary: dict, out_dir: Path) -> None:
+def _print_summary(summary: dict, out_dir: Path, last_line: bool = True) -> None:
     """A human line on stderr, then the machine-readable summary as the last line of stdout."""
     metrics = ", ".join(f"{k}={v:.4f}" for k, v in summary.get("metrics", {}).items() if isinstance(v, float))
     print(f"{summary['task']}: n={summary['n']} {metrics} -> {out_dir}", file=sys.stderr)
+    if not last_line:
+        return
     keep = ("task", "model", "method", "n", "n_samples", "metrics", "ci95", "nfe", "base", "final", "gain",
             "gain_ci95", "report", "seed", "wall_time_s")
     line = {k: summary[k] for k in keep if k in summary}

@@ -164,13 +164,15 @@ class DiffusionModel:
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
-    def encode_prompts(self, prompts: list[str], chat: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_prompts(self, prompts: list[str], chat: bool | None = None,
+                       special_tokens: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompt ids (B, P) and attention mask (B, P) bool.
 
         `chat` (default: the model's `chat` setting, itself None = automatic): True wraps each prompt as
         one user turn followed by the assistant header (the tokenizer's chat template: instruct models);
         False gives the raw text with the tokenizer's own special tokens (base models, few-shot prompts,
         text an outside tool already rendered); None uses the template when the tokenizer has one.
+        `special_tokens=False` adds none of the tokenizer's own (for text that already holds them).
         """
         tok = self.tokenizer
         chat = self.chat if chat is None else chat
@@ -183,7 +185,7 @@ class DiffusionModel:
                                              tokenize=False) for p in prompts]
             rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
         else:
-            rows = [tok(p)["input_ids"] for p in prompts]
+            rows = [tok(p, add_special_tokens=special_tokens)["input_ids"] for p in prompts]
         P = max((len(r) for r in rows), default=0)
         ids = torch.full((len(rows), P), self.pad_id, dtype=torch.long)  # (B, P)
         mask = torch.zeros((len(rows), P), dtype=torch.bool)  # (B, P)

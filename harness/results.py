@@ -181,3 +181,54 @@ def now_iso() -> str:
 
 def provenance() -> dict[str, Any]:
     return {"date": now_iso(), "git_hash": git_hash(), "versions": versions(), "hardware": hardware()}
+
+
+LM_EVAL_FILE = "lm_eval_results.json"
+
+
+def lm_eval_layout(summaries: list[dict]) -> dict:
+    """Evaluation summaries in lm-evaluation-harness's results layout, for the tools that read it.
+
+    `results[task]["<metric>,none"]` and `"<metric>_stderr,none"` (filter `none`: the task's own
+    extraction), plus `configs`, `versions`, `n-shot`, `n-samples`, `higher-is-better` and `config`.
+    The stderr of a metric in [0, 1] is that of a mean of per-problem successes, sqrt(p (1 - p) / (n - 1))
+    (lm-eval's `mean_stderr` for 0/1 scores); for any other metric it is "N/A", as lm-eval writes it
+    when it has none.
+    """
+    out: dict = {"results": {}, "configs": {}, "versions": {}, "n-shot": {}, "n-samples": {},
+                 "higher_is_better": {}, "config": {}}
+    for s in summaries:
+        task, n = s["task"], int(s.get("n") or 0)
+        res: dict = {"alias": task}
+        for name, value in (s.get("metrics") or {}).items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            res[f"{name},none"] = value
+            binary = 0.0 <= value <= 1.0 and n > 1
+            res[f"{name}_stderr,none"] = math.sqrt(value * (1 - value) / (n - 1)) if binary else "N/A"
+        out["results"][task] = res
+        cfg = s.get("config") or {}
+        out["configs"][task] = {"task": task, "dataset_path": cfg.get("data"), "test_split": cfg.get("split"),
+                                "output_type": "generate_until", "num_fewshot": cfg.get("num_fewshot", 0),
+                                "generation_kwargs": s.get("decode"), "repeats": s.get("n_samples"),
+                                "metric_list": [{"metric": m, "higher_is_better": True} for m in s.get("metrics", {})],
+                                "metadata": {"harness_primary_metric": s.get("primary_metric")}}
+        out["versions"][task] = s.get("schema_version", SCHEMA_VERSION)
+        out["n-shot"][task] = int(cfg.get("num_fewshot") or 0)
+        out["n-samples"][task] = {"original": n, "effective": n}
+        out["higher_is_better"][task] = {m: True for m in s.get("metrics", {})}
+    if summaries:
+        first = summaries[0]
+        cfg = first.get("config") or {}
+        out["config"] = {"model": "harness", "model_args": f"pretrained={first.get('model')}",
+                         "batch_size": cfg.get("batch_size"), "limit": cfg.get("limit"),
+                         "random_seed": first.get("seed"), "gen_kwargs": first.get("decode"),
+                         "device": (first.get("hardware") or {}).get("device")}
+        out["git_hash"] = first.get("git_hash")
+        out["date"] = first.get("date")
+        out["transformers_version"] = (first.get("versions") or {}).get("transformers")
+    return out
+
+
+def write_lm_eval_results(path: str | os.PathLike, summaries: list[dict]) -> None:
+    atomic_write_json(path, to_jsonable(lm_eval_layout(summaries)))

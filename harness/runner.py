@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import derive_seed
-from harness.results import SCHEMA_VERSION, atomic_write_json, atomic_write_jsonl, provenance
+from harness.results import (
+    LM_EVAL_FILE,
+    SCHEMA_VERSION,
+    atomic_write_json,
+    atomic_write_jsonl,
+    provenance,
+    write_lm_eval_results,
+)
 from tasks.base import DataError, Example, Scored, Task
 
 
@@ -194,6 +201,7 @@ def eval_summary(kind: str, task: Task, model_name: str, out: EvalOutput, *, dec
 def write_eval(out_dir: str | Path, summary: dict, scored: Sequence[Scored]) -> None:
     out_dir = Path(out_dir)
     atomic_write_jsonl(out_dir / "samples.jsonl", (s.to_json() for s in scored))
+    write_lm_eval_results(out_dir / LM_EVAL_FILE, [summary])  # lm-eval's layout, for the tools that read it
     atomic_write_json(out_dir / "summary.json", summary)
 
 

@@ -85,10 +85,23 @@ class GSM8K(Task):
             raise DataError(f"field 'answer' must end in '#### N' with N a number, got {record['answer'][-60:]!r}")
         reasoning = _CALCULATOR_RE.sub("", worked)
         return Example(id=index, prompt=record["question"], reference=answer,
-                       solution=wrap_solution(reasoning, answer))
+                       solution=wrap_solution(reasoning, answer), meta={"worked": record["answer"]})
+
+    # few-shot examples (`harness eval --num-fewshot K --fewshot-data train.jsonl`): base models are
+    # evaluated on GSM8K with K solved problems in front (the LLaDA paper's base-model table uses 4)
+    shots: tuple = ()
+
+    def set_fewshot(self, examples: Sequence[Example]) -> None:
+        """Prompt with these solved problems first, in lm-eval's GSM8K format (`Question: ...\nAnswer: ...`
+        with GSM8K's worked solution ending in `#### N`, read by the strict extraction)."""
+        self.shots = tuple(examples)
 
     def format_prompt(self, example: Example) -> str:
-        return PROMPT_TEMPLATE.format(question=example.prompt)
+        if not self.shots:
+            return PROMPT_TEMPLATE.format(question=example.prompt)
+        shots = "".join(f"Question: {ex.prompt}\nAnswer: {ex.meta.get('worked') or ex.solution}\n\n"
+                        for ex in self.shots)
+        return f"{shots}Question: {example.prompt}\nAnswer:"
 
     def extract(self, completion: str) -> str | None:
         return strict_answer(completion)

@@ -78,7 +78,8 @@ class HarnessLM(LM):
         self.mc_num, self.mc_batch_size = int(mc_num), int(mc_batch_size)
         if self.mc_num < 1 or self.mc_batch_size < 1 or self.mc_num % self.mc_batch_size:
             raise ValueError(f"mc_num={mc_num} must be a positive multiple of mc_batch_size={mc_batch_size}")
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if not device or (str(device).startswith("cuda") and not torch.cuda.is_available()):
+            device = "cuda" if torch.cuda.is_available() else "cpu"  # lm-eval's CLI asks for cuda by default
         spec = str(pretrained)
         if spec not in ("tiny",) and not spec.startswith("hf:") and spec not in _presets():
             spec = f"hf:{spec}"

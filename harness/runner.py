@@ -86,7 +86,7 @@ def evaluate(task: Task, model, examples: Sequence[Example], decode=None, *, n_s
     metrics, ci95 = task.metrics(scored, examples)
     return EvalOutput(scored=scored, metrics=metrics, ci95=ci95, n=len(examples), n_samples=n_samples, nfe=nfe,
                       generated_tokens=tokens, generation_time_s=gen_s, wall_time_s=time.perf_counter() - t0,
-                      report={"unscorable": sum(s.verdict is None for s in scored)})
+                      report={"unscorable": sum(s.verdict is None for s in scored), **task.score_report(scored)})
 
 
 def score_predictions(task: Task, rows: Sequence[Any], examples: Sequence[Example], workers: int = 4,
@@ -133,7 +133,7 @@ def score_predictions(task: Task, rows: Sequence[Any], examples: Sequence[Exampl
         "rows": len(rows), "scored_rows": len(scored), "malformed_rows": len(malformed),
         "malformed_lines": malformed[:20], "unknown_id_rows": sum(unknown.values()),
         "unknown_ids": sorted(unknown)[:20], "problems_without_predictions": len(examples) - len(scored_examples),
-        "unscorable": sum(s.verdict is None for s in scored),
+        "unscorable": sum(s.verdict is None for s in scored), **task.score_report(scored),
     }
     return EvalOutput(scored=scored, metrics=metrics, ci95=ci95, n=len(scored_examples),
                       n_samples=max(counts.values()) if counts else 0, wall_time_s=time.perf_counter() - t0,

@@ -19,7 +19,9 @@ from pathlib import Path
 
 DECODE_FLAGS = ("sampler", "gen_length", "block_length", "steps", "temperature", "remasking", "cfg_scale")
 # files whose presence in --out means another run's results live there (`run` also counts an unfinished one)
-EVAL_FILES = ("summary.json", "samples.jsonl")
+EVAL_FILES = ("summary.json", "samples.jsonl", "disagreements.jsonl")
+PROTOCOL_HELP = ("scoring rules, comma-separated; the first is the result's: harness (default), d1 (the d1 "
+                 "paper's parser), lm-eval (lm-eval's filters and MATH equivalence); gsm8k and math have all three")
 RUN_FILES = ("summary.json", "base_eval.json", "curve.csv", "checkpoints")
 
 
@@ -84,16 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--out", help="output folder (default results/eval__<task>__<model>__<time>)")
     s.add_argument("--overwrite", action="store_true", help="replace the results of another run in --out")
+    s.add_argument("--protocol", default="harness", help=PROTOCOL_HELP)
     _add_detector_args(s)
     _add_decode_args(s)
 
     s = sub.add_parser("score", help="score completions generated elsewhere")
     s.add_argument("--task", required=True)
     s.add_argument("--predictions", required=True,
-                   help='jsonl of {"id": ..., "completion": "..."} (a folder of images for geneval)')
+                   help='jsonl of {"id": ..., "completion": "..."}; d1\'s published JSON (a file or a folder of '
+                        'them, rows matched by question); a folder of images for geneval')
     s.add_argument("--data", help="the problems the ids refer to (local file or hub id)")
     s.add_argument("--out", help="output folder (default results/score__<task>__<time>)")
     s.add_argument("--overwrite", action="store_true", help="replace the results of another run in --out")
+    s.add_argument("--protocol", default="harness", help=PROTOCOL_HELP)
     _add_detector_args(s)
 
     s = sub.add_parser("run", help="evaluate the base model, train with an RL method, evaluate again")
@@ -363,6 +368,7 @@ def cmd_eval(args) -> int:
         raise ValueError(f"few-shot prompts exist for gsm8k only, not {', '.join(bad)}; drop --num-fewshot")
     if args.fewshot_data and not args.num_fewshot:
         raise ValueError("--fewshot-data needs --num-fewshot K (K > 0)")
+    protocols = {t.name: _protocols_for(args, t) for t in task_list}
     decodes = {t.name: decode_config(t, args) for t in task_list}  # invalid settings fail before any work
     root = args.out or f"results/eval__{_safe('+'.join(names))}__{_safe(args.model)}__{_timestamp()}"
     dirs = {n: Path(root) if len(names) == 1 else Path(root) / _safe(n) for n in names}
@@ -384,13 +390,16 @@ def cmd_eval(args) -> int:
             model.encode_prompts(["probe"])  # --chat-template on without a template fails here, not midway
         decode = None if getattr(model, "is_gold", False) else decodes[t.name]
         out = evaluate(t, model, examples[t.name], decode, n_samples=args.n_samples, seed=args.seed,
-                       batch_size=args.batch_size, progress=sys.stderr.isatty())
+                       batch_size=args.batch_size, progress=sys.stderr.isatty(), protocols=protocols[t.name])
         config = {"task": t.name, "model": args.model, "data": data.get(t.name), "split": args.split,
                   "limit": args.limit, "n_samples": args.n_samples, "seed": args.seed, "batch_size": args.batch_size,
                   "chat_template": args.chat_template, "num_fewshot": args.num_fewshot,
                   "fewshot_data": args.fewshot_data}
+        if protocols[t.name]:
+            config["protocol"] = ",".join(protocols[t.name])
         summary = eval_summary("eval", t, args.model, out, decode=decode, config=config, seed=args.seed)
-        write_eval(dirs[t.name], summary, out.scored)
+        write_eval(dirs[t.name], summary, out.scored, out.protocols.get("disagreements"))
+        _print_protocols(summary, out, dirs[t.name])
         summaries[t.name] = summary
         if len(names) > 1:
             _print_summary(summary, dirs[t.name], last_line=False)
@@ -459,25 +468,69 @@ def cmd_score(args) -> int:
     from harness.runner import eval_summary, read_predictions, score_predictions, write_eval
 
     task = _task_for(args)
+    protocols = _protocols_for(args, task)
     pred = Path(args.predictions)
     if not pred.exists():
         raise FileNotFoundError(f"predictions not found: {pred}")
+    foreign = None
     if pred.is_dir() and not hasattr(task, "predictions_from_folder"):
-        raise ValueError(f"--predictions {pred} is a folder; task {task.name!r} takes a jsonl file")
+        foreign = _d1_predictions(pred, task, args.data)
+        if foreign is None:
+            raise ValueError(f"--predictions {pred} is a folder; task {task.name!r} takes a jsonl file "
+                             "(or d1's published JSON files)")
+    elif pred.suffix == ".json" and not pred.is_dir():
+        foreign = _d1_predictions(pred, task, args.data)
     out_dir = check_out_dir(args.out or f"results/score__{_safe(task.name)}__{_timestamp()}",
                             protect=EVAL_FILES, overwrite=args.overwrite)
-    rows = task.predictions_from_folder(pred) if pred.is_dir() else read_predictions(pred)
-    examples = task.load(args.data)
-    out = score_predictions(task, rows, examples, source=str(pred))
+    if foreign is not None:
+        rows, examples = foreign[0], foreign[2]
+    else:
+        rows = task.predictions_from_folder(pred) if pred.is_dir() else read_predictions(pred)
+        examples = task.load(args.data)
+    out = score_predictions(task, rows, examples, source=str(pred), protocols=protocols)
     config = {"task": task.name, "predictions": str(pred), "data": args.data}
+    if protocols:
+        config["protocol"] = ",".join(protocols)
+    if foreign is not None:
+        out.report["predictions_format"] = foreign[1]
     summary = eval_summary("score", task, "external", out, config=config)
-    write_eval(out_dir, summary, out.scored)
+    write_eval(out_dir, summary, out.scored, out.protocols.get("disagreements"))
+    _print_protocols(summary, out, out_dir)
     rep = out.report
     if rep["malformed_rows"] or rep["unknown_id_rows"]:
         print(f"skipped {rep['malformed_rows']} malformed row(s) (lines {rep['malformed_lines']}) and "
               f"{rep['unknown_id_rows']} row(s) with unknown ids {rep['unknown_ids']}", file=sys.stderr)
     _print_summary(summary, out_dir)
     return 0
+
+
+def _protocols_for(args, task) -> list[str] | None:
+    """--protocol as a list (None for a task with only the harness's rules and no --protocol given)."""
+    from tasks.protocols import available, parse_protocols
+
+    protocols = parse_protocols(args.protocol, task.name)
+    return protocols if len(available(task.name)) > 1 or protocols != ["harness"] else None
+
+
+def _d1_predictions(pred: Path, task, data: str | None):
+    """(rows, report, examples) when `pred` is d1's published JSON layout, else None."""
+    from tasks.protocols import d1_predictions
+
+    examples = task.load(data)
+    got = d1_predictions(pred, examples)
+    return None if got is None else (got[0], got[1], examples)
+
+
+def _print_protocols(summary: dict, out, out_dir: Path) -> None:
+    """One stderr line per requested protocol, and where the rows the protocols disagree on went."""
+    by = summary.get("metrics_by_protocol") or {}
+    if len(by) > 1 or summary.get("protocol") != "harness":
+        for name, m in by.items():
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in m["metrics"].items() if isinstance(v, float))
+            print(f"protocol {name}: {shown}", file=sys.stderr)
+    if out.protocols:
+        print(f"{len(out.protocols['disagreements'])} row(s) where the scoring protocols disagree -> "
+              f"{Path(out_dir) / 'disagreements.jsonl'}", file=sys.stderr)
 
 
 def cmd_run(args) -> int:
@@ -542,7 +595,7 @@ def _print_summary(summary: dict, out_dir: Path, last_line: bool = True) -> None
     if not last_line:
         return
     keep = ("task", "model", "method", "n", "n_samples", "metrics", "ci95", "nfe", "base", "final", "gain",
-            "gain_ci95", "report", "seed", "wall_time_s")
+            "gain_ci95", "report", "seed", "wall_time_s", "protocol", "metrics_by_protocol")
     line = {k: summary[k] for k in keep if k in summary}
     line["out"] = str(out_dir)
     from harness.results import to_jsonable

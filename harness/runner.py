@@ -38,6 +38,8 @@ class EvalOutput:
     generation_time_s: float = 0.0
     wall_time_s: float = 0.0
     report: dict[str, Any] = field(default_factory=dict)
+    # scoring protocols (tasks/protocols.py): {"protocol", "by_protocol", "disagreements"}; empty = harness only
+    protocols: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -77,7 +79,8 @@ def generate_completions(model, task: Task, examples: Sequence[Example], decode,
 
 
 def evaluate(task: Task, model, examples: Sequence[Example], decode=None, *, n_samples: int = 1, seed: int = 0,
-             batch_size: int = 64, progress: bool = False, workers: int = 4, tag: str = "eval") -> EvalOutput:
+             batch_size: int = 64, progress: bool = False, workers: int = 4, tag: str = "eval",
+             protocols: Sequence[str] | None = None) -> EvalOutput:
     """Generate (or take gold solutions), score with the task's verifier, compute metrics with CIs."""
     t0 = time.perf_counter()
     if getattr(model, "is_gold", False):
@@ -91,13 +94,15 @@ def evaluate(task: Task, model, examples: Sequence[Example], decode=None, *, n_s
             progress=progress, tag=tag)
     scored = task.score_many(completions, owners, workers=workers if task.kind == "code" else 0)
     metrics, ci95 = task.metrics(scored, examples)
+    metrics, ci95, by_protocol = _with_protocols(task, scored, owners, protocols, metrics, ci95)
     return EvalOutput(scored=scored, metrics=metrics, ci95=ci95, n=len(examples), n_samples=n_samples, nfe=nfe,
                       generated_tokens=tokens, generation_time_s=gen_s, wall_time_s=time.perf_counter() - t0,
-                      report={"unscorable": sum(s.verdict is None for s in scored)})
+                      report={"unscorable": sum(s.verdict is None for s in scored), **task.score_report(scored)},
+                      protocols=by_protocol)
 
 
 def score_predictions(task: Task, rows: Sequence[Any], examples: Sequence[Example], workers: int = 4,
-                      source: str = "predictions") -> EvalOutput:
+                      source: str = "predictions", protocols: Sequence[str] | None = None) -> EvalOutput:
     """Score generations made elsewhere: rows of {"id": ..., "completion": "..."}; several per id allowed.
 
     Malformed rows and unknown ids are counted and reported, never fatal, unless no row at all can be
@@ -135,16 +140,28 @@ def score_predictions(task: Task, rows: Sequence[Any], examples: Sequence[Exampl
         metrics, ci95 = task.metrics(scored, scored_examples)
     else:
         metrics, ci95 = {}, {}
+    metrics, ci95, by_protocol = _with_protocols(task, scored, owners, protocols if scored else None, metrics, ci95)
     counts = Counter(_id_key(ex.id) for ex in owners)
     report = {
         "rows": len(rows), "scored_rows": len(scored), "malformed_rows": len(malformed),
         "malformed_lines": malformed[:20], "unknown_id_rows": sum(unknown.values()),
         "unknown_ids": sorted(unknown)[:20], "problems_without_predictions": len(examples) - len(scored_examples),
-        "unscorable": sum(s.verdict is None for s in scored),
+        "unscorable": sum(s.verdict is None for s in scored), **task.score_report(scored),
     }
     return EvalOutput(scored=scored, metrics=metrics, ci95=ci95, n=len(scored_examples),
                       n_samples=max(counts.values()) if counts else 0, wall_time_s=time.perf_counter() - t0,
-                      report=report)
+                      report=report, protocols=by_protocol)
+
+
+def _with_protocols(task: Task, scored: list[Scored], owners: Sequence[Example], protocols: Sequence[str] | None,
+                    metrics: dict, ci95: dict) -> tuple[dict, dict, dict]:
+    """The metrics of the first requested scoring protocol, and every protocol's (tasks/protocols.py)."""
+    if not protocols:
+        return metrics, ci95, {}
+    from tasks.protocols import apply_protocols
+
+    metrics, ci95, by_protocol, disagreements = apply_protocols(task, scored, owners, protocols, metrics, ci95)
+    return metrics, ci95, {"protocol": protocols[0], "by_protocol": by_protocol, "disagreements": disagreements}
 
 
 def _id_key(x: Any) -> str:
@@ -193,14 +210,27 @@ def eval_summary(kind: str, task: Task, model_name: str, out: EvalOutput, *, dec
         "decode": asdict(decode) if decode is not None else None,
         "nfe": out.nfe, "tokens_per_second": out.tokens_per_second, "wall_time_s": round(out.wall_time_s, 3),
         "config": config, "report": out.report,
+        "protocol": out.protocols.get("protocol", "harness"),  # the rules `metrics` were scored by
     }
+    if out.protocols:
+        summary["metrics_by_protocol"] = out.protocols["by_protocol"]
+        primary = out.protocols["protocol"]
+        counts: dict[str, int] = {}
+        for row in out.protocols["disagreements"]:  # rows each other protocol judges differently from `protocol`
+            for name, verdict in row["verdicts"].items():
+                if verdict != row["verdicts"][primary]:
+                    counts[name] = counts.get(name, 0) + 1
+        summary["report"] = {**out.report, "protocol_disagreements": dict(sorted(counts.items()))}
     summary.update(provenance())
     return summary
 
 
-def write_eval(out_dir: str | Path, summary: dict, scored: Sequence[Scored]) -> None:
+def write_eval(out_dir: str | Path, summary: dict, scored: Sequence[Scored],
+               disagreements: Sequence[dict] | None = None) -> None:
     out_dir = Path(out_dir)
     atomic_write_jsonl(out_dir / "samples.jsonl", (s.to_json() for s in scored))
+    if disagreements is not None:  # rows where scoring protocols disagree, for a person to inspect
+        atomic_write_jsonl(out_dir / "disagreements.jsonl", disagreements)
     write_lm_eval_results(out_dir / LM_EVAL_FILE, [summary])  # lm-eval's layout, for the tools that read it
     atomic_write_json(out_dir / "summary.json", summary)
 

@@ -11,6 +11,10 @@ Every number is a mean over the seeds of the row; the gain is the summary's `gai
 Eval NFE is the summary's `eval_nfe` where present (a run's `nfe` counts base + final + training), else
 its `nfe`; train NFE and the rollout budget come from `train`; wall time is the whole run's.
 
+Protocols. A summary's `protocol` (tasks/protocols.py; absent = `harness`, as in every result written
+before protocols existed) decides its table: `harness` results go to `<task>.*`, results scored by
+another protocol to `<task>@<protocol>` (file `<task>_<protocol>.*`), so no table mixes scoring rules.
+
 Gain CI. With n >= 2 seeds: mean of the per-seed gains ± t(0.975, n-1) · sd(ddof=1) / sqrt(n), i.e. the
 spread between seeds (`ci_kind` = "seeds_t"). With one seed there is no spread to measure, so the row
 shows that run's own paired-bootstrap `gain_ci95` over test problems (`ci_kind` = "bootstrap_1seed");
@@ -54,6 +58,7 @@ _T975 = (12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 
          2.048407, 2.045230, 2.042272)
 _Z975 = 1.959963984540054
 BASELINE_METHOD = "diffu-grpo"
+DEFAULT_PROTOCOL = "harness"
 BASE_ONLY = "none"
 
 # CSV columns in order, each with its format: "score" 4 decimals, "count" integer (1 decimal if the mean
@@ -143,7 +148,13 @@ def _record(s: dict, run: str) -> dict | None:
     base_only = kind == "eval" or method in (None, BASE_ONLY)
     pm = _text(s, "primary_metric")
     decode = s.get("decode") if isinstance(s.get("decode"), dict) else {}
-    rec = {"task": _text(s, "task"), "model": _text(s, "model"), "metric": pm, "run": run,
+    protocol = s.get("protocol", DEFAULT_PROTOCOL)  # results written before protocols existed: the harness's
+    if not isinstance(protocol, str) or not protocol:
+        raise _Skip(f"field protocol is {protocol!r}, expected a non-empty string")
+    task = _text(s, "task")
+    if protocol != DEFAULT_PROTOCOL:  # a table of its own: a leaderboard never mixes scoring protocols
+        task = f"{task}@{protocol}"
+    rec = {"task": task, "model": _text(s, "model"), "metric": pm, "run": run,
            "base_only": base_only, "n_problems": s.get("n"), "gen_length": decode.get("gen_length"),
            "eval_nfe": _num(s, "eval_nfe") if "eval_nfe" in s else _num(s, "nfe"),
            "wall_time_s": _num(s, "wall_time_s")}

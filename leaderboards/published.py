@@ -27,20 +27,28 @@ class Reported:
     base: float  # the base model's score
     scores: tuple[tuple[str, float], ...]  # (method, score after RL)
     baseline: str  # the method every gain ratio is taken against
+    protocol: str  # the scoring rules behind the numbers (tasks/protocols.py names; see PROTOCOL_NOTES)
 
 
 REPORTED: tuple[Reported, ...] = (
     Reported("GSM8K", "LLaDA-8B-Instruct", 256, "%", 1, 76.7, (("diffu-grpo", 79.8), ("maskgrpo", 84.7)),
-             "diffu-grpo"),
+             "diffu-grpo", "d1"),
     Reported("MATH500", "LLaDA-8B-Instruct", 256, "%", 1, 32.4, (("diffu-grpo", 34.4), ("maskgrpo", 37.6)),
-             "diffu-grpo"),
+             "diffu-grpo", "d1"),
     Reported("MBPP", "LLaDA-8B-Instruct", 256, "%", 1, 39.0, (("diffu-grpo", 42.1), ("maskgrpo", 45.4)),
-             "diffu-grpo"),
-    Reported("GenEval", "MMaDA", None, "0-1", 2, 0.56, (("unigrpo", 0.63), ("maskgrpo", 0.81)), "unigrpo"),
+             "diffu-grpo", "paper's own"),
+    Reported("GenEval", "MMaDA", None, "0-1", 2, 0.56, (("unigrpo", 0.63), ("maskgrpo", 0.81)), "unigrpo",
+             "geneval"),
 )
 
 COLUMNS = ("benchmark", "model", "gen_length", "unit", "method", "base_score", "reported_score", "gain",
-           "gain_vs_baseline", "baseline", "source")
+           "gain_vs_baseline", "baseline", "protocol", "source")
+PROTOCOL_NOTES = (
+    "Protocol = the scoring rules behind a row. `d1`: d1's parser (dllm-reasoning/d1, eval/parse_and_get_acc.py), "
+    "which gives the base scores 76.7 / 32.4 that MaskGRPO reports (its RL rows are taken to use the same rules); "
+    "`harness score --protocol d1` reproduces that parser row by row on d1's published base-model generations "
+    "(76.37% on its 1,130 GSM8K rows, 32.4% on MATH500). `geneval`: GenEval's own rules. `paper's own`: not identified, not reproduced here. Compare a "
+    "measured row only with a published row of the same protocol.")
 
 
 def published_rows() -> list[dict[str, str]]:
@@ -55,6 +63,7 @@ def published_rows() -> list[dict[str, str]]:
                 "method": method, "base_score": f"{r.base:.{r.decimals}f}",
                 "reported_score": f"{score:.{r.decimals}f}", "gain": f"{gains[method]:+.{r.decimals}f}",
                 "gain_vs_baseline": f"{gains[method] / gains[r.baseline]:.2f}", "baseline": r.baseline,
+                "protocol": r.protocol,
                 "source": f"reported by {SOURCE} (not measured here)",
             })
     return rows
@@ -77,9 +86,10 @@ def render_markdown() -> str:
         "Gain = reported score - base score; gain ÷ baseline = this method's gain over the baseline "
         "method's gain on the same benchmark (1.00 for the baseline itself). Text benchmarks are in "
         "percent, GenEval in 0-1. Machine-readable copy: [published.csv](published.csv).", "",
+        PROTOCOL_NOTES, "",
         "| benchmark | model | gen. length | unit | method | base (reported) | score (reported) | gain | "
-        "gain ÷ baseline | baseline |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "gain ÷ baseline | baseline | protocol |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in published_rows():
         lines.append("| " + " | ".join(row[c] for c in COLUMNS[:-1]) + " |")

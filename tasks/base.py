@@ -150,6 +150,10 @@ class Task:
                 return list(pool.map(self.score, completions, examples))
         return [self.score(c, e) for c, e in zip(completions, examples)]
 
+    def score_report(self, scored: Sequence[Scored]) -> dict:
+        """Task-specific counts for the summary's `report` (e.g. the math task's check statuses)."""
+        return {}
+
     def metrics(self, scored: Sequence[Scored], examples: Sequence[Example]) -> tuple[dict, dict]:
         """(metrics, ci95): the default is accuracy over problems, first sample per problem."""
         from tasks.metrics import accuracy_with_ci

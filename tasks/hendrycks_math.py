@@ -10,24 +10,32 @@ Extraction: the content of the last `\\boxed{}` (nested braces), `\\fbox{}` as a
 the `math-verify` library, with both sides wrapped back in `\\boxed{}` so that its LaTeX parser reads
 them (`\\frac{14}{3}` = `14/3`, `90^\\circ` = `90`, `\\text{Evelyn}` = `Evelyn`, tuples, sets, intervals).
 
-Timeouts: math-verify guards sympy with `signal.alarm`, which only works in the main thread; called from
-any other thread (a thread pool, an async server) it would raise. There we pass `parsing_timeout=None`
-and `timeout_seconds=None`: no guard, so a pathological expression could run long. `score_many` keeps
-the work in the calling thread for that reason.
+Checking that cannot stall (issue 24): the policy writes the answers this parses, and some LaTeX costs
+sympy minutes (`9^{9^{9^{9}}}`, `(x+1)^{100000}`). Every check here — `verify`, `reward`, `score_many`,
+`math_equal`, from any thread — goes through `tasks/math_check.py`: cheap string screens first (length,
+bracket depth, exponent towers, huge exponents, factorials and sum bounds), then a pool of worker
+processes that import only math-verify, with a hard per-answer deadline counted in the worker's CPU
+time (default 0.5 s; `MDRL_MATH_DEADLINE_S`, or `get_task("math", deadline_s=...)`). A worker that
+passes it is killed and replaced. Each scored row records the check's status in `extra["check"]`
+(`equal`, `not_equal`, `no_answer`, `timeout`, `error`; the reason in `extra["check_reason"]`), the
+summary counts them (`report.math_check`), and a timed-out or screened answer counts as not equal.
+On the 500 MATH500 gold answers, their worked solutions and d1's published LLaDA generations the
+verdicts are those of the former in-process scorer (tests/test_math_check.py).
 
 Reward (DESIGN section 6): `correct` 2.0 when equivalent, `format` 0.5 when a boxed answer is present.
 """
 
 from __future__ import annotations
 
-import threading
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
-from tasks.base import TASKS, Example, RewardOutput, Task
+from tasks import math_check
+from tasks.base import TASKS, Example, RewardOutput, Scored, Task
 from tasks.extract import last_boxed
 
 CORRECT_REWARD, FORMAT_REWARD = 2.0, 0.5
-MATH_TIMEOUT_S = 5  # math-verify's own per-call limit, in the main thread only
 
 PROMPT_TEMPLATE = (
     "{problem}\n\n"
@@ -35,28 +43,14 @@ PROMPT_TEMPLATE = (
 )
 
 
-def _timeout() -> int | None:
-    return MATH_TIMEOUT_S if threading.current_thread() is threading.main_thread() else None
-
-
-def math_equal(answer: str | None, reference: str) -> bool:
+def math_equal(answer: str | None, reference: str, deadline_s: float | None = None) -> bool:
     """True when the extracted answer and the reference are mathematically equivalent (math-verify).
 
     Both are parsed as the content of a `\\boxed{}`; an answer math-verify cannot parse is not equal
-    (math-verify returns an empty parse, which never verifies).
+    (math-verify returns an empty parse, which never verifies), nor is one that is screened out or
+    passes the deadline (see the module docstring; `math_check.check` gives the reason).
     """
-    if answer is None or not answer.strip():
-        return False
-    try:
-        from math_verify import parse, verify
-    except ImportError as e:  # pragma: no cover - a declared dependency
-        raise ImportError("the math task needs `math-verify`: pip install math-verify") from e
-    t = _timeout()
-    gold = parse(f"\\boxed{{{reference}}}", parsing_timeout=t)
-    pred = parse(f"\\boxed{{{answer}}}", parsing_timeout=t)
-    if not gold or not pred:
-        return False
-    return bool(verify(gold, pred, timeout_seconds=t))
+    return math_check.check(answer, str(reference), deadline_s).equal
 
 
 @TASKS.register("math")
@@ -68,6 +62,12 @@ class MATH500(Task):
     gen_defaults = {"gen_length": 256, "block_length": 32, "steps": 128}
     fields = {"problem": str, "solution": str, "answer": str}
     optional_fields = {"unique_id": (str, int), "subject": str, "level": (int, str)}
+
+    def __init__(self, deadline_s: float | None = None):
+        if deadline_s is not None and not (0 < float(deadline_s) < float("inf")):
+            raise ValueError(f"deadline_s must be a positive number of seconds, got {deadline_s!r}")
+        # read (and checked) once, when the task is built: a bad MDRL_MATH_DEADLINE_S fails before any work
+        self.deadline_s = math_check.deadline_from_env() if deadline_s is None else float(deadline_s)
 
     def to_example(self, record: dict, index: int) -> Example:
         return Example(id=record.get("unique_id", index), prompt=record["problem"], reference=record["answer"],
@@ -81,15 +81,37 @@ class MATH500(Task):
         return last_boxed(completion)
 
     def verify(self, completion: str, reference: Any) -> bool:
-        return math_equal(last_boxed(completion), str(reference))
+        return math_equal(last_boxed(completion), str(reference), self.deadline_s)
 
     def reward(self, completion: str, reference: Any) -> RewardOutput:
         answer = last_boxed(completion)
-        correct = math_equal(answer, str(reference))
-        terms = {"correct": CORRECT_REWARD if correct else 0.0,
-                 "format": FORMAT_REWARD if answer is not None else 0.0}
-        return RewardOutput(total=sum(terms.values()), success=correct, terms=terms)
+        return self._reward(answer, math_check.check(answer, str(reference), self.deadline_s))
 
-    def score_many(self, completions, examples, workers: int = 0):
-        # in the calling thread, where math-verify's signal-based timeout works (see the docstring)
-        return super().score_many(completions, examples, workers=0)
+    @staticmethod
+    def _reward(answer: str | None, check: math_check.Check) -> RewardOutput:
+        terms = {"correct": CORRECT_REWARD if check.equal else 0.0,
+                 "format": FORMAT_REWARD if answer is not None else 0.0}
+        return RewardOutput(total=sum(terms.values()), success=check.equal, terms=terms)
+
+    def score(self, completion: str, example: Example) -> Scored:
+        return self.score_many([completion], [example])[0]
+
+    def score_many(self, completions: Sequence[str], examples: Sequence[Example], workers: int = 0) -> list[Scored]:
+        """All checks in one batch through the worker pool (see the module docstring); `workers` is unused."""
+        answers = [last_boxed(c) for c in completions]
+        checks = math_check.check_many([(a, str(ex.reference)) for a, ex in zip(answers, examples)],
+                                       self.deadline_s)
+        out = []
+        for completion, ex, answer, check in zip(completions, examples, answers, checks):
+            r = self._reward(answer, check)
+            extra = {"check": check.status}
+            if check.reason:
+                extra["check_reason"] = check.reason
+            out.append(Scored(id=ex.id, completion=completion, extracted=answer, verdict=r.success,
+                              reward=r.total, terms=r.terms, extra=extra))
+        return out
+
+    def score_report(self, scored: Sequence[Scored]) -> dict:
+        """How each answer's check ended, over all scored rows (`timeout` includes screened answers)."""
+        counts = Counter(s.extra.get("check") for s in scored)
+        return {"math_check": {k: counts.get(k, 0) for k in math_check.STATUSES}}

@@ -573,5 +573,5 @@ def test_isolation_is_reported():
     res = run_tests("def f(x):\n    return x\n", ["assert f(1) == 1"])
     assert res.passed == [True] and "rlimits" in res.isolation and "wall-timeout" in res.isolation
     if sys.platform == "linux" and os.geteuid() == 0:
-        for tag in ("netns", "pidns", "uid-split", "hidden-dirs"):
+        for tag in ("netns", "pidns", "uid-split", "allowlist-fs", "seccomp", "private-proc"):
             assert tag in res.isolation

@@ -349,6 +349,7 @@ def cmd_eval(args) -> int:
 def cmd_score(args) -> int:
     from harness.results import check_out_dir
     from harness.runner import eval_summary, read_predictions, score_predictions, write_eval
+    from tasks.base import DataError
 
     task = _task_for(args)
     pred = Path(args.predictions)
@@ -366,9 +367,15 @@ def cmd_score(args) -> int:
     write_eval(out_dir, summary, out.scored)
     rep = out.report
     if rep["malformed_rows"] or rep["unknown_id_rows"]:
-        print(f"skipped {rep['malformed_rows']} malformed row(s) (lines {rep['malformed_lines']}) and "
+        print(f"skipped {rep['malformed_rows']} malformed row(s) ({pred} lines {rep['malformed_lines']}) and "
               f"{rep['unknown_id_rows']} row(s) with unknown ids {rep['unknown_ids']}", file=sys.stderr)
     _print_summary(summary, out_dir)
+    if rep.get("unscorable"):  # e.g. a data row whose test does not compile: not the predictions' fault
+        why = "; ".join(f"{n} {k} ({rep['unscorable_first_error'].get(k, '')})"
+                        for k, n in rep["unscorable_by_status"].items())
+        if rep["unscorable"] == len(out.scored):
+            raise DataError(f"no prediction could be scored (results written to {out_dir}): {why}")
+        print(f"{rep['unscorable']} row(s) could not be scored: {why}", file=sys.stderr)
     return 0
 
 

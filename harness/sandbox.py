@@ -271,7 +271,7 @@ def _fs_plan() -> dict:
             if arch and os.path.isdir(os.path.join(d, arch))]
     want += (libs or ["/lib", "/usr/lib"]) + ["/lib64", "/usr/lib64", "/etc/ld.so.cache"]
     want = [p for p in want if os.path.exists(p)]
-    links = sorted({link for p in want for link in _links(p)})
+    links = sorted({link for p in want[1:] for link in _links(p)})  # sys.executable: its real path only
     binds = sorted({os.path.realpath(p) for p in want})
     binds = [p for p in binds if not any(p.startswith(q.rstrip("/") + "/") for q in binds if q != p)]
     masks = set()

@@ -366,16 +366,16 @@ def cmd_score(args) -> int:
     summary = eval_summary("score", task, "external", out, config=config)
     write_eval(out_dir, summary, out.scored)
     rep = out.report
+    why = "; ".join(f"{n} {k} ({rep['unscorable_first_error'].get(k, '')})"
+                    for k, n in rep.get("unscorable_by_status", {}).items())
+    if out.scored and rep.get("unscorable") == len(out.scored):  # e.g. the data's tests do not compile
+        raise DataError(f"no prediction could be scored (results written to {out_dir}): {why}")
     if rep["malformed_rows"] or rep["unknown_id_rows"]:
         print(f"skipped {rep['malformed_rows']} malformed row(s) ({pred} lines {rep['malformed_lines']}) and "
               f"{rep['unknown_id_rows']} row(s) with unknown ids {rep['unknown_ids']}", file=sys.stderr)
-    _print_summary(summary, out_dir)
-    if rep.get("unscorable"):  # e.g. a data row whose test does not compile: not the predictions' fault
-        why = "; ".join(f"{n} {k} ({rep['unscorable_first_error'].get(k, '')})"
-                        for k, n in rep["unscorable_by_status"].items())
-        if rep["unscorable"] == len(out.scored):
-            raise DataError(f"no prediction could be scored (results written to {out_dir}): {why}")
+    if rep.get("unscorable"):
         print(f"{rep['unscorable']} row(s) could not be scored: {why}", file=sys.stderr)
+    _print_summary(summary, out_dir)
     return 0
 
 

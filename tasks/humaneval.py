@@ -11,7 +11,10 @@ Program construction (code extracted by `tasks.extract.extract_code`, fenced or 
     program is the prompt's text before that `def` (imports and helper functions) + the code;
   * otherwise the code is a continuation (the function body): the program is prompt + code.
 Test: the problem's `test` code (which defines `check`) plus `check(<entry_point>)`, run as one test in
-`harness.sandbox.run_tests`.
+`harness.sandbox.run_tests`, after the prompt itself as trusted test setup: the helpers the test calls
+(HumanEval/38's `encode_cyclic`) are the prompt's, never the program's, and the entry point is the only
+name the program supplies to the test code (a program `abs`, `range` or `tuple` changes nothing there).
+A `test` that does not compile or load is status "bad_test": unscorable, not the program's failure.
 
 Reward, success and pass@k metrics as for MBPP (`tasks.mbpp`): `tests` = 1.0 when the check passes,
 `format` = 0.1 when the assembled program parses.
@@ -91,7 +94,11 @@ class HumanEval(Task):
     def _run(self, completion: str, reference: dict) -> tuple[str, RewardOutput, dict]:
         program = self.program(completion, reference)
         test = f"{reference['test']}\n\ncheck({reference['entry_point']})\n"
-        success, fraction, details = run_code_tests(program, [test], timeout=TIMEOUT_S)
+        # The prompt (imports, helpers such as encode_cyclic) also runs in the test process as trusted
+        # code, and the entry point is the only name the program supplies to it (`check(candidate)`
+        # calls `abs`, `range` and the helpers: a program's own versions must never be the ones used).
+        success, fraction, details = run_code_tests(program, [test], timeout=TIMEOUT_S, test_setup=reference["prompt"],
+                                                    names=[reference["entry_point"]])
         return program, code_reward(program, success, fraction), details
 
     def verify(self, completion: str, reference: Any) -> bool | None:

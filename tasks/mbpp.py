@@ -28,6 +28,7 @@ from tasks.base import TASKS, DataError, Example, RewardOutput, Scored, Task
 from tasks.extract import extract_code
 
 FORMAT_REWARD = 0.1
+UNSCORABLE = ("sandbox_error", "bad_test")  # runner statuses that are not the program's fault
 TIMEOUT_S = 10.0  # per program (all its tests); MBPP gold solutions take well under a second
 
 PROMPT_TEMPLATE = (
@@ -48,24 +49,58 @@ def parses(code: str) -> bool:
     return bool(code.strip())
 
 
-def run_code_tests(program: str, tests: list[str], setup: str = "", timeout: float = TIMEOUT_S) -> tuple[
-        bool | None, float, dict]:
+def run_code_tests(program: str, tests: list[str], setup: str = "", timeout: float = TIMEOUT_S, *,
+                   test_setup: str = "", names: list[str] | None = None) -> tuple[bool | None, float, dict]:
     """Run `program` against `tests` in the sandbox: (success or None, fraction passed, details).
 
-    An empty program is not run (every test fails). `details` records the runner's status and error for
-    `Scored.extra`.
+    `test_setup` is trusted code for the tests only and `names` the program names the tests may
+    resolve (see `harness.sandbox.run_tests`). An empty program is not run (every test fails).
+    `details` records the runner's status and error for `Scored.extra`; a harness fault
+    ("sandbox_error") or a broken test ("bad_test") leaves the sample unscorable (None).
     """
     if not program.strip():
         return False, 0.0, {"status": "empty"}
     from harness.sandbox import run_tests
 
-    res = run_tests(program, tests, setup=setup, timeout=timeout)
+    res = run_tests(program, tests, setup=setup, test_setup=test_setup, names=names, timeout=timeout)
     details = {"status": res.status, "error": res.error, "isolation": res.isolation}
-    if res.status == "sandbox_error":
+    if res.status in UNSCORABLE:
         return None, 0.0, details
     n_passed = sum(bool(p) for p in res.passed)
     fraction = n_passed / len(tests) if tests else 0.0
     return (res.status == "ok" and n_passed == len(tests) and len(tests) > 0), fraction, details
+
+
+def trusted_names(reference_code: str, tests: list[str], setup: str = "") -> tuple[list[str] | None, str]:
+    """(names, test_setup) for the sandbox from the row's reference solution, never from the program.
+
+    names: the reference's top-level functions and classes that the tests mention, the only program
+    names the tests may resolve (MBPP 126's `def sum` included: the reference defines it too).
+    test_setup: the reference's top-level imports of modules the tests use without importing them
+    (MBPP tests call `math.isclose` relying on the solution's `import math`). None when the reference
+    does not parse: then the sandbox binds the program's non-builtin names the tests mention.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. invalid escape sequences in the reference
+        try:
+            tree = ast.parse(reference_code)
+        except (SyntaxError, ValueError):
+            return None, ""
+        mentioned = set()
+        for test in tests:
+            try:
+                mentioned |= {n.id for n in ast.walk(ast.parse(test)) if type(n) is ast.Name}
+            except (SyntaxError, ValueError):  # reported by the sandbox as a bad test
+                pass
+    defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    names = sorted(n for n in set(defined) if n in mentioned)
+    imports = []
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound = {(a.asname or a.name).split(".")[0] for a in node.names}
+            if bound & mentioned and "*" not in bound:
+                imports.append(ast.unparse(node))
+    return names or None, "\n".join(imports)
 
 
 def code_reward(code: str, success: bool | None, fraction: float) -> RewardOutput:
@@ -111,7 +146,9 @@ class MBPP(Task):
     def to_example(self, record: dict, index: int) -> Example:
         if not record["test_list"]:
             raise DataError("field 'test_list' is empty; an MBPP row needs at least one assert test")
-        reference = {"tests": list(record["test_list"]), "setup": "\n".join(record.get("test_imports") or [])}
+        setup = "\n".join(record.get("test_imports") or [])
+        names, test_setup = trusted_names(record["code"], record["test_list"], setup)
+        reference = {"tests": list(record["test_list"]), "setup": setup, "test_setup": test_setup, "names": names}
         return Example(id=record["task_id"], prompt=record["prompt"], reference=reference,
                        solution=f"```python\n{record['code'].strip()}\n```")
 
@@ -126,13 +163,17 @@ class MBPP(Task):
 
     def reward(self, completion: str, reference: Any) -> RewardOutput:
         code = extract_code(completion)
-        success, fraction, _ = run_code_tests(code, reference["tests"], setup=reference.get("setup", ""))
+        success, fraction, _ = self._run(code, reference)
         return code_reward(code, success, fraction)
+
+    @staticmethod
+    def _run(code: str, ref: dict) -> tuple[bool | None, float, dict]:
+        return run_code_tests(code, ref["tests"], setup=ref.get("setup", ""), test_setup=ref.get("test_setup", ""),
+                              names=ref.get("names"))
 
     def score(self, completion: str, example: Example) -> Scored:
         code = extract_code(completion)
-        ref = example.reference
-        success, fraction, details = run_code_tests(code, ref["tests"], setup=ref.get("setup", ""))
+        success, fraction, details = self._run(code, example.reference)
         r = code_reward(code, success, fraction)
         return Scored(id=example.id, completion=completion, extracted=code, verdict=r.success, reward=r.total,
                       terms=r.terms, extra=details)

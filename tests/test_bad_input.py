@@ -367,3 +367,104 @@ def test_console_script_bad_data_is_one_line_exit_2_and_keeps_results(tmp_path, 
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert f"{bad}:2: not valid JSON" in err
     assert_untouched(earlier_run)
+
+
+# ---- issue 18: inputs that used to crash or mislead `harness score` -------------------------------------------
+DEEP = '{"id": 0, "completion": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
+
+
+def _special(tmp_path: Path, kind: str) -> Path:
+    if kind == "fifo":  # opening it would block forever: it must be refused without being opened
+        path = tmp_path / "pipe.jsonl"
+        os.mkfifo(path)
+        return path
+    return Path("/dev/zero")  # reading it would never end
+
+
+@needs_data
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+@pytest.mark.parametrize("flag", ["--predictions", "--data"])
+def test_a_file_that_is_not_a_regular_file_is_refused_without_reading_it(kind, flag, gsm, tmp_path, earlier_run,
+                                                                          capsys):
+    special = _special(tmp_path, kind)
+    pred = write(tmp_path, "p.jsonl", '{"id": 0, "completion": "#### 18"}\n')
+    files = {"--predictions": pred, "--data": gsm, flag: special}
+    err = one_line_error(["score", "--task", "gsm8k", "--predictions", files["--predictions"], "--data",
+                          files["--data"], "--out", earlier_run, "--overwrite"], capsys)
+    assert f"{special} is not a regular file" in err
+    assert_untouched(earlier_run)
+
+
+@needs_data
+def test_deeply_nested_json_is_a_named_line_not_a_traceback(gsm, tmp_path, earlier_run, capsys):
+    deep_data = write(tmp_path, "deep.jsonl", gsm_rows(gsm, 1) + DEEP)
+    pred = write(tmp_path, "p.jsonl", '{"id": 0, "completion": "#### 18"}\n')
+    err = one_line_error(["score", "--task", "gsm8k", "--predictions", pred, "--data", deep_data, "--out",
+                          earlier_run, "--overwrite"], capsys)
+    assert f"{deep_data}:2: not valid JSON (nested too deeply" in err
+    deep_pred = write(tmp_path, "deep-pred.jsonl", DEEP)
+    err = one_line_error(["score", "--task", "gsm8k", "--predictions", deep_pred, "--data", gsm, "--out",
+                          earlier_run, "--overwrite"], capsys)
+    assert f"{deep_pred}: no line that is a JSON object" in err
+    assert_untouched(earlier_run)
+    mixed = write(tmp_path, "mixed-pred.jsonl", '{"id": 0, "completion": "#### 18"}\n' + DEEP)
+    assert main(["score", "--task", "gsm8k", "--predictions", str(mixed), "--data", str(gsm), "--out",
+                 str(tmp_path / "mixed")]) == 0
+    assert f"({mixed} lines [2])" in capsys.readouterr().err
+
+
+@needs_data
+def test_bom_is_read_and_an_unparsable_line_is_named_by_file_and_line(gsm, tmp_path, capsys):
+    data = write(tmp_path, "bom-data.jsonl", b"\xef\xbb\xbf" + gsm_rows(gsm, 2).encode())
+    first = json.loads(gsm_rows(gsm, 1))
+    good = json.dumps({"id": 0, "completion": first["answer"]})
+    pred = write(tmp_path, "bom-pred.jsonl", b"\xef\xbb\xbf" + f"\n{good}\n{{oops\n".encode())
+    out = tmp_path / "out"
+    assert main(["score", "--task", "gsm8k", "--predictions", str(pred), "--data", str(data), "--out", str(out)]) == 0
+    cap = capsys.readouterr()
+    assert f"({pred} lines [3])" in cap.err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["report"]["malformed_lines"] == [3] and summary["metrics"]["accuracy"] == 1.0
+
+
+TOY_HE = {"task_id": "Toy/0", "prompt": "def inc(x):\n    \"\"\"x + 1\"\"\"\n", "canonical_solution": "    return x + 1\n",
+          "test": "def check(candidate):\n    assert candidate(1) == 2\n", "entry_point": "inc"}
+
+
+@pytest.mark.parametrize("row", [{"task_id": "Toy/0", "completion": "    return x + 1\n"},  # human-eval
+                                 {"task_id": "Toy/0", "solution": "def inc(x):\n    return x + 1\n"}])  # EvalPlus
+def test_predictions_in_the_field_names_of_human_eval_and_evalplus_are_scored(row, tmp_path, capsys):
+    data = write(tmp_path, "he.jsonl", json.dumps(TOY_HE) + "\n")
+    pred = write(tmp_path, "p.jsonl", json.dumps(row) + "\n")
+    out = tmp_path / "out"
+    assert main(["score", "--task", "humaneval", "--predictions", str(pred), "--data", str(data), "--out",
+                 str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["metrics"]["pass@1"] == 1.0
+
+
+def _mbpp_row(task_id, tests, imports=()):
+    return {"task_id": task_id, "prompt": "p", "code": "def f(x):\n    return x", "test_imports": list(imports),
+            "test_list": tests}
+
+
+@pytest.mark.parametrize("bad", [_mbpp_row(1, ["assert f(1) == 1", "assert f(1 == 1"]),
+                                 _mbpp_row(1, ["assert f(1) == 1"], ["import no_such_module_xyz"])])
+def test_a_broken_data_test_is_not_blamed_on_the_program(bad, tmp_path, capsys):
+    good = _mbpp_row(2, ["assert f(2) == 2"])
+    pred = write(tmp_path, "p.jsonl", "".join(json.dumps({"id": i, "completion": "def f(x):\n    return x"}) + "\n"
+                                              for i in (1, 2)))
+    data = write(tmp_path, "mixed.jsonl", json.dumps(bad) + "\n" + json.dumps(good) + "\n")
+    out = tmp_path / "mixed"
+    assert main(["score", "--task", "mbpp", "--predictions", str(pred), "--data", str(data), "--out", str(out)]) == 0
+    assert "1 row(s) could not be scored: 1 bad_test" in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["report"]["unscorable_by_status"] == {"bad_test": 1} and summary["metrics"]["pass@1"] == 1.0
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [s["verdict"] for s in samples] == [None, True] and samples[0]["extra"]["status"] == "bad_test"
+
+    only_bad = write(tmp_path, "bad.jsonl", json.dumps(bad) + "\n")
+    out = tmp_path / "bad"
+    pred = write(tmp_path, "p1.jsonl", json.dumps({"id": 1, "completion": "def f(x):\n    return x"}) + "\n")
+    err = one_line_error(["score", "--task", "mbpp", "--predictions", pred, "--data", only_bad, "--out", out], capsys)
+    assert "no prediction could be scored" in err and "bad_test" in err
+    assert (out / "samples.jsonl").exists()  # written before the error: nothing is lost

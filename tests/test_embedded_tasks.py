@@ -1,8 +1,12 @@
 """Tests for the generated tasks tasks/arith.py and tasks/minicode.py: determinism, disjoint splits,
 gold solutions that their own verifiers accept, and gold completions that fit the decoding length."""
 
+import ast
+import functools
 import json
+import operator
 import random
+import re
 
 import pytest
 
@@ -94,15 +98,68 @@ def test_minicode_generation_is_deterministic_under_its_seed():
     assert minicode.generate(30, seed=5) != minicode.generate(30, seed=6)
 
 
-def test_every_minicode_reference_passes_its_own_asserts(minicode_splits):
+# The expected value of every assert, recomputed from the *specification text* by rules written here,
+# independently of the template bodies that generated it (which also produced the expected values, so
+# running the reference against its own asserts could not fail).
+SPEC_RULES = [  # (spec pattern with the argument names removed, function of (args, constants))
+    (r"returns \w+ plus (\d+)$", lambda a, k: a[0] + k[0]),
+    (r"returns \w+ minus (\d+)$", lambda a, k: a[0] - k[0]),
+    (r"returns \w+ times (\d+)$", lambda a, k: a[0] * k[0]),
+    (r"returns \w+ times (\d+) plus (\d+)$", lambda a, k: a[0] * k[0] + k[1]),
+    (r"returns \w+ plus (\d+), times (\d+)$", lambda a, k: (a[0] + k[0]) * k[1]),
+    (r"returns the remainder of \w+ divided by (\d+)$", lambda a, k: a[0] % k[0]),
+    (r"returns \w+ divided by (\d+), rounded down$", lambda a, k: a[0] // k[0]),
+    (r"returns the square of \w+$", lambda a, k: a[0] ** 2),
+    (r"returns True if \w+ is even$", lambda a, k: a[0] % 2 == 0),
+    (r"returns True if \w+ is odd$", lambda a, k: a[0] % 2 != 0),
+    (r"returns True if \w+ is divisible by (\d+)$", lambda a, k: a[0] % k[0] == 0),
+    (r"returns True if \w+ is greater than (\d+)$", lambda a, k: a[0] > k[0]),
+    (r"returns the sum of \w+ and \w+$", lambda a, k: a[0] + a[1]),
+    (r"returns the product of \w+ and \w+$", lambda a, k: a[0] * a[1]),
+    (r"returns the larger of \w+ and \w+$", lambda a, k: a[0] if a[0] >= a[1] else a[1]),
+    (r"returns the absolute difference of \w+ and \w+$", lambda a, k: a[0] - a[1] if a[0] > a[1] else a[1] - a[0]),
+    (r"returns the largest number in the list \w+$", lambda a, k: sorted(a[0])[-1]),
+    (r"returns the smallest number in the list \w+$", lambda a, k: sorted(a[0])[0]),
+    (r"returns the sum of the list \w+$", lambda a, k: functools.reduce(operator.add, a[0], 0)),
+    (r"returns the number of items in the list \w+$", lambda a, k: sum(1 for _ in a[0])),
+    (r"returns the first item of the list \w+$", lambda a, k: next(iter(a[0]))),
+    (r"returns the last item of the list \w+$", lambda a, k: list(reversed(a[0]))[0]),
+    (r"returns the numbers in the list \w+ that are greater than (\d+)$", lambda a, k: list(filter(lambda v: v > k[0], a[0]))),
+    (r"returns how many numbers in the list \w+ are greater than (\d+)$", lambda a, k: sum(v > k[0] for v in a[0])),
+    (r"returns the list \w+ with (\d+) added to each number$", lambda a, k: list(map(lambda v: v + k[0], a[0]))),
+    (r"returns the list \w+ with each number multiplied by (\d+)$", lambda a, k: list(map(lambda v: v * k[0], a[0]))),
+    (r"returns the string \w+ reversed$", lambda a, k: "".join(reversed(a[0]))),
+    (r"returns the string \w+ in upper case$", lambda a, k: "".join(chr(ord(c) - 32) if "a" <= c <= "z" else c
+                                                                  for c in a[0])),
+    (r"returns how many times the letter '(\w)' appears in the string \w+$", lambda a, k: sum(c == k[0] for c in a[0])),
+    (r"returns True if the string \w+ starts with the letter '(\w)'$", lambda a, k: a[0][:1] == k[0]),
+    (r"returns True if the letter '(\w)' is in the string \w+$", lambda a, k: any(c == k[0] for c in a[0])),
+    (r"returns the string \w+ repeated (\d+) times$", lambda a, k: "".join(a[0] for _ in range(k[0]))),
+]
+
+
+def spec_answer(spec: str, args: tuple):
+    body = re.fullmatch(r"Write a function \w+ that (.*)\.", spec).group(1)
+    matches = [(rule, m) for pattern, rule in SPEC_RULES for m in [re.fullmatch(pattern, body)] if m]
+    assert len(matches) == 1, (spec, len(matches))
+    rule, m = matches[0]
+    consts = [int(g) if g.isdigit() else g for g in m.groups()]
+    return rule(args, consts)
+
+
+def test_every_minicode_assert_expects_what_its_specification_says(minicode_splits):
     _, train, test = minicode_splits
-    for ex in train + test:  # in-process: these are our own template programs and tests
-        code = ex.solution.removeprefix("```python\n").removesuffix("\n```")
-        env: dict = {}
-        exec(code, env)  # noqa: S102
-        for t in ex.reference["tests"]:
-            exec(t, env)  # noqa: S102
+    for ex in train + test:
         assert len(ex.reference["tests"]) == 3
+        for t in ex.reference["tests"]:
+            call, expected = ast.parse(t).body[0].test.left, ast.parse(t).body[0].test.comparators[0]
+            args = tuple(ast.literal_eval(a) for a in call.args)
+            assert spec_answer(ex.prompt, args) == ast.literal_eval(expected), (ex.prompt, t)
+
+
+def test_the_specification_check_catches_a_wrong_expected_value():
+    assert spec_answer("Write a function f that returns x times 7 plus 3.", (2,)) == 17
+    assert spec_answer("Write a function f that returns x times 7 plus 3.", (2,)) != 2 * 7
 
 
 def test_minicode_tests_tell_constant_answers_apart(minicode_splits):
@@ -114,7 +171,7 @@ def test_minicode_tests_tell_constant_answers_apart(minicode_splits):
 
 def test_minicode_gold_passes_the_mbpp_verifier_in_the_sandbox(minicode_splits):
     task, _, test = minicode_splits
-    sample = test[:: len(test) // 8][:8]
+    sample = test[:: len(test) // 24][:24]
     scored = task.score_many([e.solution for e in sample], sample)
     assert all(s.verdict for s in scored), [s.extra for s in scored if not s.verdict]
     wrong = "```python\ndef nothing():\n    return None\n```"

@@ -184,7 +184,7 @@ def test_generic_models_get_no_shift():
 @pytest.mark.parametrize("family, expected", [
     ("dream", {"attention_mask": (1, 1, 3, 3), "position_ids": (1, 3)}),
     ("mmada", {"attention_bias": (1, 1, 3, 3)}),
-    ("llada", {"attention_mask": (1, 3)}),
+    ("llada", {"attention_bias": (1, 1, 3, 3)}),  # never its 2-D mask: upstream makes that causal
     ("generic", {"attention_mask": (1, 3), "position_ids": (1, 3)}),
 ])
 def test_padding_reaches_each_family_in_its_own_form(family, expected):

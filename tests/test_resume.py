@@ -310,6 +310,11 @@ def test_prefix_metrics_score_only_the_first_k_problems():
     # right, wrong, right, right: the first two score 1/2, all four 3/4 (the evaluation's own metrics)
     comps = [exs[0].solution, "\\boxed{-1}", exs[2].solution, exs[3].solution]
     scored = task.score_many(comps, exs)
-    ev = EvalOutput(scored=scored, metrics={"accuracy": 0.75}, ci95={}, n=4, n_samples=1)
+    assert [s.verdict for s in scored] == [True, False, True, True]  # from the verifier, not set by hand
+    metrics, ci95 = task.metrics(scored, exs)
+    assert metrics["accuracy"] == 0.75
+    ev = EvalOutput(scored=scored, metrics=metrics, ci95=ci95, n=4, n_samples=1)
     assert _prefix_metrics(task, ev, exs, 2)["accuracy"] == 0.5
-    assert _prefix_metrics(task, ev, exs, 4) == {"accuracy": 0.75}
+    assert _prefix_metrics(task, ev, exs, 3)["accuracy"] == 2 / 3
+    assert _prefix_metrics(task, ev, exs, 1)["accuracy"] == 1.0
+    assert _prefix_metrics(task, ev, exs, 4) == metrics  # all problems: the evaluation's own metrics

@@ -62,10 +62,14 @@ def test_iterators_and_views_are_materialised_for_list_and_sorted():
     assert run(program, tests).passed == [True] * 4
 
 
-def test_module_imported_by_the_program_is_usable_by_the_tests():
-    # MBPP tests often call math.isclose with no test_imports, relying on the solution's `import math`
+def test_modules_the_tests_use_come_from_trusted_test_setup_never_from_the_program():
+    # MBPP tests often call math.isclose with no test_imports, relying on the solution's `import math`:
+    # the task passes the reference solution's imports as test_setup (tasks/mbpp.py)
     program = "import math\ndef area(r):\n    return math.pi * r * r\n"
-    assert run(program, ["assert math.isclose(area(2), 12.566370614359172, rel_tol=1e-9)"]).passed == [True]
+    test = ["assert math.isclose(area(2), 12.566370614359172, rel_tol=1e-9)"]
+    assert run(program, test, test_setup="import math").passed == [True]
+    r = run(program, test)  # the program's own `math` is not the tests' to use
+    assert r.passed == [False] and "NameError" in r.error
 
 
 def test_setup_imports_are_visible_to_program_and_tests():
@@ -101,10 +105,20 @@ def test_keyword_arguments_and_state_shared_between_tests():
     assert run(program, ["y = scale(3, by=4)", "assert y == 12 and scale(1) == 2"]).passed == [True, True]
 
 
-def test_program_function_named_like_a_builtin_is_reachable_from_the_tests():
-    # MBPP 126: `def sum(a, b)` tested as `assert sum(10, 15) == 6`
-    program = "def sum(a, b):\n    return a + b - 19\n"
-    assert run(program, ["assert sum(10, 15) == 6", "assert len([sum]) == 1"]).passed == [True, True]
+def test_program_function_named_like_a_builtin_is_reachable_only_as_a_declared_entry_point():
+    # MBPP 126: `def sum(a, b)` tested as `assert sum(10, 15) == 6`; the task declares `sum` (its
+    # reference defines it), so the tests resolve it to the program, and resolve nothing else to it
+    program = "def sum(a, b):\n    return a + b - 19\ndef len(x):\n    return 5\n"
+    tests = ["assert sum(10, 15) == 6", "assert len([sum]) == 1"]
+    assert run(program, tests, names=["sum"]).passed == [True, True]
+    assert run(program, tests).passed == [False, True]  # undeclared: the builtins stay
+
+
+def test_declared_entry_point_missing_from_the_program_is_not_taken_from_trusted_code():
+    # a HumanEval prompt, run as trusted test_setup, defines the entry point as a docstring-only stub
+    stub = 'def f(x):\n    """Return None."""\n'
+    r = run("def g(x):\n    return None\n", ["assert f(1) is None"], test_setup=stub, names=["f"])
+    assert r.passed == [False] and "NameError" in r.error
 
 
 def test_main_guard_of_the_program_is_not_run():
@@ -127,9 +141,14 @@ def test_numpy_results_come_back_as_plain_values():
     assert run(program, ["assert list(f()) == [0, 2, 4]", "assert g() == 7"]).passed == [True, True]
 
 
-def test_broken_trusted_setup_is_a_sandbox_error_not_a_failure():
-    r = run("def f():\n    return 1\n", ["assert f() == 1"], setup="import no_such_module_xyz")
-    assert r.status == "sandbox_error" and r.passed == [False]
+@pytest.mark.parametrize("kw", [{"setup": "import no_such_module_xyz"}, {"test_setup": "def broken(:"},
+                                {"tests": ["assert f() == 1", "assert f( == 1"]}])
+def test_broken_trusted_code_is_a_bad_test_decided_before_the_program_runs(kw, tmp_path):
+    marker = tmp_path / "ran"  # under the caller's tmp: if the program ran with a host view, it would exist
+    program = f"open({str(marker)!r}, 'w').close()\ndef f():\n    return 1\n"
+    r = run(program, **{"tests": ["assert f() == 1"], **kw})
+    assert r.status == "bad_test" and not any(r.passed), r
+    assert "trusted test code failed" in r.error and not marker.exists()
 
 
 def test_infinite_loop_times_out_keeping_results_of_earlier_tests():

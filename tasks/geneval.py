@@ -431,6 +431,8 @@ class GenevalTask(Task):
         except (OSError, ValueError):
             return None
 
+    reads_prediction_folders = True
+
     def predictions_from_folder(self, folder: str | Path) -> list[dict]:
         """GenEval's output folder -> prediction rows {"id", "completion": image path}, every sample."""
         return [{"id": index, "completion": str(p), "prompt": meta.get("prompt")}

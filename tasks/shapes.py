@@ -339,6 +339,8 @@ class ShapesTask(Task):
         grid = to_grid(completion)
         return None if grid is None else render(grid)
 
+    reads_prediction_folders = True
+
     def predictions_from_folder(self, folder: str | Path) -> list[dict]:
         """GenEval's output layout of rendered grids; folder number = example id of the test split."""
         return [{"id": index, "completion": str(p)} for index, _, samples in read_folder(folder) for p in samples]

@@ -97,7 +97,7 @@ def weights(model):
     return torch.cat([p.detach().flatten().clone() for p in model.module.parameters()])
 
 
-@pytest.mark.parametrize("method", ["maskgrpo", "diffu-grpo", "unigrpo", "coupled-grpo", "tracerl", "wd1", "spg"])
+@pytest.mark.parametrize("method", METHODS.names())
 def test_tiny_run_of_every_method_changes_weights_and_keeps_loss_finite(method):
     model = TinyBert()
     before = weights(model)
@@ -231,7 +231,7 @@ def test_prompts_cycle_through_shuffled_epochs():
 
 
 def test_every_method_is_registered_and_none_is_not():
-    assert METHODS.names() == sorted(["maskgrpo", "diffu-grpo", "unigrpo", "coupled-grpo", "tracerl", "wd1", "spg"])
+    assert set(METHODS.names()) >= {"maskgrpo", "diffu-grpo", "unigrpo", "coupled-grpo", "tracerl", "wd1", "spg"}
     assert "none" not in METHODS
 
 

@@ -32,12 +32,13 @@ import numpy as np
 
 from harness.config import derive_seed
 from tasks.base import TASKS, DataError, Example, RewardOutput, Scored, Task
-from tasks.geneval import (
+from tasks.geneval_rules import (
     RELATIONS,
     TAGS,
     Detection,
     Verdict,
     evaluate,
+    open_image,
     read_folder,
     relative_position,
     summarize,
@@ -123,8 +124,6 @@ def grid_from_image(image) -> np.ndarray:
 def to_grid(image: Any) -> np.ndarray | None:
     """A grid from a grid, GRID*GRID ids, a token string, a rendered PIL image or a path to one; None if malformed."""
     if isinstance(image, (str, Path)) and Path(image).suffix.lower() == ".png" and Path(image).is_file():
-        from tasks.geneval import open_image
-
         image = open_image(image)
     if isinstance(image, str):
         return text_to_grid(image)

@@ -305,11 +305,11 @@ def _embedded_names() -> list[str]:
 
 
 def cmd_eval(args) -> int:
+    from harness.evaluation import eval_summary, evaluate, write_eval
     from harness.models import check_model_name
     from harness.pretrain import load_model_for
     from harness.results import check_out_dir, write_lm_eval_results
     from harness.run_spec import check_positive
-    from harness.runner import eval_summary, evaluate, write_eval
     from tasks import get_task
 
     names = [n.strip() for n in args.task.split(",") if n.strip()]
@@ -425,8 +425,8 @@ def cmd_lm_eval(argv: list[str]) -> int:
 
 
 def cmd_score(args) -> int:
+    from harness.evaluation import eval_summary, read_predictions, score_predictions, write_eval
     from harness.results import check_out_dir
-    from harness.runner import eval_summary, read_predictions, score_predictions, write_eval
     from tasks.base import DataError
 
     task = _task_for(args)

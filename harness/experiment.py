@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
+from harness.evaluation import EvalOutput, evaluate
 from harness.results import (
     SCHEMA_VERSION,
     ResultError,
@@ -27,7 +28,6 @@ from harness.results import (
     to_jsonable,
 )
 from harness.run_spec import RunSpec, parse_overrides, run_dir_name  # noqa: F401 (re-exported for scripts)
-from harness.runner import EvalOutput, evaluate
 from tasks.metrics import paired_bootstrap_ci
 
 

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from harness.config import derive_seed
+from harness.seeds import derive_seed
 
 DECODE_KEYS = ("sampler", "gen_length", "block_length", "steps", "temperature", "remasking", "cfg_scale",
                "alg", "alg_temp", "eps")

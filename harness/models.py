@@ -3,7 +3,7 @@
     load_model("tiny", task="arith")              # the embedded model, from $HARNESS_HOME/models/tiny-arith/
     load_model("llada-8b-instruct", device="cuda")  # a preset = hf:GSAI-ML/LLaDA-8B-Instruct
     load_model("hf:/path/to/folder")               # any local transformers folder (or a hub id)
-    load_model("gold")                            # the runner answers with each Example.solution
+    load_model("gold")                            # answers with each Example.solution
 
 A `DiffusionModel` wraps a transformers module and exposes `logits(ids, attention_mask) -> (B, L, V)`,
 the mask / pad / EOS ids, the tokenizer and, for multimodal models, the id range of the image codebook.
@@ -50,7 +50,8 @@ from pathlib import Path
 
 import torch
 
-from harness.config import derive_seed, harness_home
+from harness.environment import harness_home
+from harness.seeds import derive_seed
 
 
 class ModelError(RuntimeError):

@@ -367,7 +367,7 @@ def load_records(data: str | None, default_hub: str | None, split: str, hint: st
     if not hub:
         raise DataError(f"task {task!r} needs --data FILE (jsonl or json){_hint(hint)}")
     name, _, config = hub.partition(":")
-    from harness.config import hub_offline_reason
+    from harness.environment import hub_offline_reason
 
     reason = hub_offline_reason()
     if reason:

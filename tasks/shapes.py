@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.config import derive_seed
+from harness.seeds import derive_seed
 from tasks.base import TASKS, DataError, Example, RewardOutput, Scored, Task
 from tasks.geneval_rules import (
     RELATIONS,

@@ -7,9 +7,7 @@ trainers/methods.py for what a method is). `train` and `TrainConfig` live in tra
 lazily: listing methods does not need accelerate).
 """
 
-from trainers.methods import METHODS, Method, get_method  # noqa: F401
-
-METHOD_MARKER = "register(Method("
+from trainers.methods import METHOD_MARKER, METHODS, Method, get_method  # noqa: F401
 
 
 def discover_methods() -> list[str]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.config import derive_seed
+from harness.seeds import derive_seed
 
 
 @dataclass

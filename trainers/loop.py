@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from harness.config import derive_seed
+from harness.seeds import derive_seed
 from tasks.base import Example, Task
 from trainers import checkpoint as ckpt
 from trainers.estimators import MaskedView, RolloutBatch
@@ -223,7 +223,7 @@ def train(model, task: Task, method_name: str, train_examples: Sequence[Example]
 
 def default_evaluator(task: Task, test_examples: Sequence[Example], seed: int, limit: int | None):
     """The harness's own `evaluate` on the test split with the task's default (greedy) decoder."""
-    from harness.runner import evaluate
+    from harness.evaluation import evaluate
     from harness.sampling import DecodeConfig
 
     decode = DecodeConfig.from_task(task)

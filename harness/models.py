@@ -117,8 +117,10 @@ class GoldModel:
         return "GoldModel()"
 
 
-class DiffusionModel:
-    """The one narrow interface every masked diffusion model is used through."""
+class DecodingModel:
+    """What every model that decodes shares: `complete` through harness.sampling's decoders. A model adapter
+    (DiffusionModel, a test's fake) subclasses it and provides `logits`, `encode_prompts`,
+    `decode_completion`, `mask_id` and `image_token_range`."""
 
     decodes = True  # completions come from a decoder (harness.sampling) with DecodeConfig settings
 
@@ -127,6 +129,11 @@ class DiffusionModel:
         """(completions, owners, nfe, generated tokens, seconds) for every example x sample."""
         return _decoded_completions(self, task, examples, decode, n_samples=n_samples, seed=seed,
                                     batch_size=batch_size, progress=progress, tag=tag)
+
+
+class DiffusionModel(DecodingModel):
+    """The one narrow interface every masked diffusion model is used through."""
+
 
     def __init__(self, module: torch.nn.Module, tokenizer, *, name: str, mask_id: int, pad_id: int,
                  eos_id: int | None, family: str = "generic", image_token_range: tuple[int, int] | None = None,

@@ -27,7 +27,7 @@ from harness.results import (
     read_summary,
     to_jsonable,
 )
-from harness.run_spec import RunSpec, parse_overrides, run_dir_name  # noqa: F401 (re-exported for scripts)
+from harness.run_spec import RunSpec
 from tasks.metrics import paired_bootstrap_ci
 
 

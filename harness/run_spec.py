@@ -46,7 +46,8 @@ class RunSpec:
         if unknown:
             raise ValueError(f"{source}: unknown run setting(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
         if "task" not in values or not values["task"]:
-            raise ValueError(f"{source}: no task; pass --task NAME (or --config FILE naming one)" if source == "harness run" else f"{source}: no `task` in the run spec")
+            raise ValueError("no task; pass --task NAME (or --config FILE naming one)" if source == "harness run"
+                             else f"{source}: no `task` in the run spec")
         if not isinstance(values.get("overrides", {}), dict):
             raise ValueError(f"{source}: `overrides` must be an object of KEY: VALUE")
         return cls(**values)

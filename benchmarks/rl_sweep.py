@@ -44,7 +44,7 @@ def main() -> None:
 
     def one(combo: dict) -> dict:
         if args.compare_layout:
-            from harness.experiment import run_dir_name
+            from harness.run_spec import run_dir_name
 
             name = run_dir_name(args.task, "tiny", combo.get("method", "maskgrpo"), combo.get("seed", 0), args.steps)
         else:

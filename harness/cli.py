@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import math
 import os
 import sys
 from pathlib import Path
 
-DECODE_FLAGS = ("sampler", "gen_length", "block_length", "steps", "temperature", "remasking", "cfg_scale")
+# DecodeConfig field -> the argparse dest of its flag (`--diffusion-steps` sets `steps`)
+DECODE_FLAGS = {"sampler": "sampler", "gen_length": "gen_length", "block_length": "block_length",
+                "steps": "diffusion_steps", "temperature": "temperature", "remasking": "remasking",
+                "cfg_scale": "cfg_scale", "alg": "alg", "alg_temp": "alg_temp"}
 # files whose presence in --out means another run's results live there (`run` also counts an unfinished one)
 EVAL_FILES = ("summary.json", "samples.jsonl", "disagreements.jsonl")
 PROTOCOL_HELP = ("scoring rules, comma-separated; the first is the result's: harness (default), d1 (the d1 "
@@ -46,11 +48,13 @@ def _add_decode_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--alg-temp", type=float, help="dream sampler: 0 = most confident first; >0 samples positions")
 
 
-def _add_model_args(p: argparse.ArgumentParser, default: str | None) -> None:
-    p.add_argument("--model", default=default, required=default is None,
-                   help="gold | tiny | hf:<hub-id-or-local-folder> | a preset (see `harness list models`)")
-    p.add_argument("--device", default="auto", help="cpu | cuda | cuda:N | auto")
-    p.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
+def _add_model_args(p: argparse.ArgumentParser, default: str | None, spec: bool = False) -> None:
+    """spec=True: no argparse defaults (the RunSpec's apply, under a --config file's values)."""
+    p.add_argument("--model", default=None if spec else default, required=default is None,
+                   help="gold | tiny | hf:<hub-id-or-local-folder> | a preset (see `harness list models`)"
+                   + (f" (default {default})" if spec else ""))
+    p.add_argument("--device", default=None if spec else "auto", help="cpu | cuda | cuda:N | auto")
+    p.add_argument("--dtype", default=None if spec else "auto", help="auto | float32 | bfloat16 | float16")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,17 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_detector_args(s)
 
     s = sub.add_parser("run", help="evaluate the base model, train with an RL method, evaluate again")
-    s.add_argument("--task", required=True)
-    s.add_argument("--method", required=True, help="an RL method, or `none` to evaluate only")
-    _add_model_args(s, default="tiny")
-    s.add_argument("--seed", type=int, default=0)
+    # defaults live in harness.run_spec.RunSpec: a flag left out keeps the --config file's value or the default
+    s.add_argument("--config", metavar="FILE", help="a run spec (JSON or TOML of RunSpec fields) or an earlier "
+                   "run's summary.json to replay; flags given as well override it")
+    s.add_argument("--task", help="required unless --config names it")
+    s.add_argument("--method", help="an RL method, or `none` to evaluate only")
+    _add_model_args(s, default="tiny", spec=True)
+    s.add_argument("--seed", type=int, help="default 0")
     s.add_argument("--steps", type=int, help="RL steps (default: the task's)")
     s.add_argument("--data", help="test problems (real tasks); embedded tasks generate their own")
     s.add_argument("--train-data", help="training problems (real tasks)")
     s.add_argument("--limit", type=int, help="evaluate on the first N test problems")
-    s.add_argument("--eval-split", default="test",
-                   help="split an embedded task is evaluated on: test, or validation when choosing settings")
-    s.add_argument("--checkpoint-every", type=int, default=50, help="save a checkpoint every N steps")
+    s.add_argument("--eval-split",
+                   help="split an embedded task is evaluated on: test (default), or validation when choosing settings")
+    s.add_argument("--checkpoint-every", type=int, help="save a checkpoint every N steps (default 50)")
     s.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training config field (repeatable), e.g. --set lr=1e-5")
@@ -260,59 +267,10 @@ def _safe(name: str) -> str:
 
 
 def decode_config(task, args):
-    """Task defaults, overridden by the flags the user gave."""
+    """Task defaults, overridden by the decoding flags the user gave (`DecodeConfig.from_task`)."""
     from harness.sampling import DecodeConfig
 
-    values = dict(task.gen_defaults)
-    flags = {"sampler": args.sampler, "gen_length": args.gen_length, "block_length": args.block_length,
-             "steps": args.diffusion_steps, "temperature": args.temperature, "remasking": args.remasking,
-             "cfg_scale": args.cfg_scale}
-    flags.update({k: getattr(args, k, None) for k in ("alg", "alg_temp")})
-    values.update({k: v for k, v in flags.items() if v is not None})
-    for k in ("temperature", "cfg_scale"):
-        if k in values and not math.isfinite(values[k]):
-            raise ValueError(f"--{k.replace('_', '-')} {values[k]} must be a finite number")
-    return DecodeConfig(**values)  # DecodeConfig checks itself: a ValueError that says which values work
-
-
-def check_model_name(spec: str) -> None:
-    """An unknown model name fails here, before data or weights are loaded (`load_model` would say the same)."""
-    from harness import models
-    from harness.registry import UnknownNameError
-
-    if spec in ("gold", "tiny") or spec in models.PRESETS or spec.startswith("hf:"):
-        return
-    raise UnknownNameError("model", spec, models.model_names())
-
-
-def check_positive(**values) -> None:
-    bad = [k for k, v in values.items() if v is not None and v < 1]
-    if bad:
-        raise ValueError(", ".join(f"--{k.replace('_', '-')} {values[k]}" for k in bad) + " must be >= 1")
-
-
-def load_model_for(task, spec: str, device: str = "auto", dtype: str = "auto"):
-    """`load_model`, pretraining the embedded model first when `tiny` is asked and nothing is cached."""
-    from harness import models
-
-    if spec == "tiny" and not models.is_pretrained(task.name):
-        if not task.embedded:
-            raise ValueError(f"the embedded `tiny` model exists only for embedded tasks; for {task.name!r} "
-                             "pass --model hf:<local folder> or --model gold")
-        print(f"no cached tiny model for {task.name!r}; pretraining it first (harness pretrain --task "
-              f"{task.name}) ...", file=sys.stderr)
-        from harness.pretrain import pretrain
-
-        pretrain(task.name)
-    return models.load_model(spec, task=task.name, device=_device(device), dtype=dtype)
-
-
-def _device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return DecodeConfig.from_task(task, **{k: getattr(args, a, None) for k, a in DECODE_FLAGS.items()})
 
 
 def cmd_pretrain(args) -> int:
@@ -347,8 +305,11 @@ def _embedded_names() -> list[str]:
 
 
 def cmd_eval(args) -> int:
+    from harness.evaluation import eval_summary, evaluate, write_eval
+    from harness.models import check_model_name
+    from harness.pretrain import load_model_for
     from harness.results import check_out_dir, write_lm_eval_results
-    from harness.runner import eval_summary, evaluate, write_eval
+    from harness.run_spec import check_positive
     from tasks import get_task
 
     names = [n.strip() for n in args.task.split(",") if n.strip()]
@@ -363,8 +324,8 @@ def cmd_eval(args) -> int:
     check_positive(n_samples=args.n_samples, limit=args.limit, batch_size=args.batch_size)
     if args.num_fewshot < 0:
         raise ValueError(f"--num-fewshot {args.num_fewshot} must be >= 0")
-    if args.num_fewshot and any(not hasattr(t, "set_fewshot") for t in task_list):
-        bad = [t.name for t in task_list if not hasattr(t, "set_fewshot")]
+    if args.num_fewshot and any(not t.supports_fewshot for t in task_list):
+        bad = [t.name for t in task_list if not t.supports_fewshot]
         raise ValueError(f"few-shot prompts exist for gsm8k only, not {', '.join(bad)}; drop --num-fewshot")
     if args.fewshot_data and not args.num_fewshot:
         raise ValueError("--fewshot-data needs --num-fewshot K (K > 0)")
@@ -385,10 +346,10 @@ def cmd_eval(args) -> int:
     for t in task_list:
         if model is None or args.model == "tiny":  # the tiny model is pretrained per task
             model = load_model_for(t, args.model, args.device, args.dtype)
-        if not getattr(model, "is_gold", False):
+        if model.decodes:
             model.chat = chat
             model.encode_prompts(["probe"])  # --chat-template on without a template fails here, not midway
-        decode = None if getattr(model, "is_gold", False) else decodes[t.name]
+        decode = decodes[t.name] if model.decodes else None
         out = evaluate(t, model, examples[t.name], decode, n_samples=args.n_samples, seed=args.seed,
                        batch_size=args.batch_size, progress=sys.stderr.isatty(), protocols=protocols[t.name])
         config = {"task": t.name, "model": args.model, "data": data.get(t.name), "split": args.split,
@@ -464,8 +425,8 @@ def cmd_lm_eval(argv: list[str]) -> int:
 
 
 def cmd_score(args) -> int:
+    from harness.evaluation import eval_summary, read_predictions, score_predictions, write_eval
     from harness.results import check_out_dir
-    from harness.runner import eval_summary, read_predictions, score_predictions, write_eval
     from tasks.base import DataError
 
     task = _task_for(args)
@@ -474,7 +435,7 @@ def cmd_score(args) -> int:
     if not pred.exists():
         raise FileNotFoundError(f"predictions not found: {pred}")
     foreign = None
-    if pred.is_dir() and not hasattr(task, "predictions_from_folder"):
+    if pred.is_dir() and not task.reads_prediction_folders:
         foreign = _d1_predictions(pred, task, args.data)
         if foreign is None:
             raise ValueError(f"--predictions {pred} is a folder; task {task.name!r} takes a jsonl file "
@@ -541,19 +502,14 @@ def _print_protocols(summary: dict, out, out_dir: Path) -> None:
 
 
 def cmd_run(args) -> int:
-    from harness.experiment import run_dir_name, run_experiment
+    from harness.experiment import run_experiment
     from harness.results import ResultError, check_out_dir
-    from tasks import get_task
+    from harness.run_spec import RunSpec
 
-    task = get_task(args.task)
-    if args.method != "none":
-        from trainers import METHODS
-
-        METHODS.get(args.method)
-    check_model_name(args.model)
-    check_positive(limit=args.limit, checkpoint_every=args.checkpoint_every)
-    out = Path(args.out or Path("results") / run_dir_name(task.name, args.model, args.method, args.seed, args.steps))
-    if not (args.resume or args.overwrite) and out.is_dir():  # --resume continues the run in its own folder
+    spec = RunSpec.from_args(args)
+    spec.check()
+    out = spec.run_dir()
+    if not (spec.resume or args.overwrite) and out.is_dir():  # --resume continues the run in its own folder
         if (out / "summary.json").exists():
             raise ResultError(f"--out {out} already holds summary.json from another run; pass another --out, "
                               "--overwrite to replace it, or --resume to continue it")
@@ -561,19 +517,27 @@ def cmd_run(args) -> int:
             raise ResultError(f"--out {out} holds an unfinished run; pass --resume to continue it, --overwrite "
                               "to start over, or another --out")
     check_out_dir(out, protect=())
-    args.out = str(out)
-    summary, out_dir = run_experiment(args)
+    summary, out_dir = run_experiment(spec.with_(out=str(out)))
     _print_summary(summary, out_dir)
     return 0
 
 
 def cmd_compare(args) -> int:
     from harness.experiment import compare
+    from harness.models import check_model_name
     from harness.results import check_out_dir
+    from harness.run_spec import RunSpec, parse_overrides
 
     check_model_name(args.model)
     check_out_dir(args.results, protect=(), flag="--results")  # finished runs in it are reused, never replaced
-    summary = compare(args)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds expects comma-separated integers, got {args.seeds!r}") from None
+    template = RunSpec(task=args.task, model=args.model, device=args.device, dtype=args.dtype, steps=args.steps,
+                       limit=args.limit, overrides=parse_overrides(args.set), results=args.results)
+    summary = compare(template, methods, seeds)
     print(json.dumps(summary, sort_keys=True))
     return 0
 

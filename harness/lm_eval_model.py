@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
-from harness.config import derive_seed
+from harness.seeds import derive_seed
 
 DECODE_KEYS = ("sampler", "gen_length", "block_length", "steps", "temperature", "remasking", "cfg_scale",
                "alg", "alg_temp", "eps")
@@ -86,7 +86,7 @@ class HarnessLM(LM):
         if spec == "tiny" and not tiny_task:
             raise ValueError("pretrained=tiny needs tiny_task=<embedded task> (e.g. tiny_task=arith)")
         self.model = load_model(spec, task=tiny_task, device=device, dtype=dtype)
-        if getattr(self.model, "is_gold", False):
+        if not self.model.decodes:
             raise ValueError("the gold model answers from reference solutions, which lm-eval does not pass")
         self.model.chat = None if chat is None else bool(chat)
         self._rendered = False  # set when lm-eval renders the chat template itself

@@ -3,7 +3,7 @@
     load_model("tiny", task="arith")              # the embedded model, from $HARNESS_HOME/models/tiny-arith/
     load_model("llada-8b-instruct", device="cuda")  # a preset = hf:GSAI-ML/LLaDA-8B-Instruct
     load_model("hf:/path/to/folder")               # any local transformers folder (or a hub id)
-    load_model("gold")                            # the runner answers with each Example.solution
+    load_model("gold")                            # answers with each Example.solution
 
 A `DiffusionModel` wraps a transformers module and exposes `logits(ids, attention_mask) -> (B, L, V)`,
 the mask / pad / EOS ids, the tokenizer and, for multimodal models, the id range of the image codebook.
@@ -45,11 +45,13 @@ from the outside; `logits` keeps working on the wrapped module.
 from __future__ import annotations
 
 import inspect
+import time
 from pathlib import Path
 
 import torch
 
-from harness.config import harness_home
+from harness.environment import harness_home
+from harness.seeds import derive_seed
 
 
 class ModelError(RuntimeError):
@@ -86,19 +88,52 @@ def model_names() -> list[str]:
     return ["gold", "tiny", "hf:<hub-id-or-local-folder>", *sorted(PRESETS)]
 
 
-class GoldModel:
-    """Marker: the runner answers every example with its reference solution (a verifier sanity check)."""
+def check_model_name(spec: str) -> None:
+    """An unknown model name fails here, before data or weights are loaded (`load_model` would say the same)."""
+    from harness.registry import UnknownNameError
 
-    is_gold = True
+    if spec in ("gold", "tiny") or spec in PRESETS or spec.startswith("hf:"):
+        return
+    raise UnknownNameError("model", spec, model_names())
+
+
+class GoldModel:
+    """Answers every example with its reference solution (a verifier sanity check, like lm-eval's dummy).
+
+    It has no decoder (`decodes` is False, so no decoder settings are made or recorded for it); the
+    evaluator asks it for completions through `complete`, the same call it makes on a DiffusionModel."""
+
+    decodes = False  # False: `complete` needs no decoder settings and no model calls
+    is_gold = True  # kept for callers outside the harness; the harness reads `decodes`
     name = "gold"
     image_token_range = None
+
+    def complete(self, task, examples, decode=None, *, n_samples: int = 1, **_) -> tuple[list, list, int, int, float]:
+        """(completions, owners, nfe, tokens, seconds): each example's gold solution, n_samples times."""
+        owners = [ex for ex in examples for _ in range(n_samples)]
+        return [ex.solution for ex in owners], owners, 0, 0, 0.0
 
     def __repr__(self) -> str:
         return "GoldModel()"
 
 
-class DiffusionModel:
+class DecodingModel:
+    """What every model that decodes shares: `complete` through harness.sampling's decoders. A model adapter
+    (DiffusionModel, a test's fake) subclasses it and provides `logits`, `encode_prompts`,
+    `decode_completion`, `mask_id` and `image_token_range`."""
+
+    decodes = True  # completions come from a decoder (harness.sampling) with DecodeConfig settings
+
+    def complete(self, task, examples, decode, *, n_samples: int = 1, seed: int = 0, batch_size: int = 64,
+                 progress: bool = False, tag: str = "eval") -> tuple[list, list, int, int, float]:
+        """(completions, owners, nfe, generated tokens, seconds) for every example x sample."""
+        return _decoded_completions(self, task, examples, decode, n_samples=n_samples, seed=seed,
+                                    batch_size=batch_size, progress=progress, tag=tag)
+
+
+class DiffusionModel(DecodingModel):
     """The one narrow interface every masked diffusion model is used through."""
+
 
     def __init__(self, module: torch.nn.Module, tokenizer, *, name: str, mask_id: int, pad_id: int,
                  eos_id: int | None, family: str = "generic", image_token_range: tuple[int, int] | None = None,
@@ -303,6 +338,42 @@ def load_hf(target: str, *, device: str = "cpu", dtype: str = "auto", name: str 
 
 
 PADDING_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-6, torch.bfloat16: 3e-2, torch.float16: 5e-3}
+
+
+def _decoded_completions(model, task, examples, decode, *, n_samples: int = 1, seed: int = 0, batch_size: int = 64,
+                         progress: bool = False, tag: str = "eval"):
+    """Completions for every (example, sample) pair, in example-major order.
+
+    Returns (completions, owners, nfe, generated_tokens, seconds) where owners[i] is the Example of
+    completions[i]. Each row's seed is derived from (seed, tag, example id, sample index), so a
+    completion does not depend on batch size or on which other examples are evaluated.
+    """
+    from harness.sampling import generate
+
+    pairs = [(ex, s) for ex in examples for s in range(n_samples)]
+    completions: list[str] = []
+    nfe = tokens = 0
+    t0 = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(pairs), desc=f"{tag} {task.name}", unit="sample", leave=False)
+    token_range = model.image_token_range if task.kind == "image" else None
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i:i + batch_size]
+        ids, attn = model.encode_prompts([task.format_prompt(ex) for ex, _ in chunk])
+        seeds = [derive_seed(seed, tag, ex.id, s) for ex, s in chunk]
+        out = generate(model, ids, attn, decode, seeds=seeds, token_range=token_range)
+        nfe += out.nfe
+        comp = out.completion_ids
+        tokens += comp.numel()
+        completions.extend(model.decode_completion(row) for row in comp)
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    return completions, [ex for ex, _ in pairs], nfe, tokens, time.perf_counter() - t0
 
 
 def padding_error(model: DiffusionModel, pad: int = 3) -> str | None:

@@ -84,11 +84,11 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
 
     task = get_task(task_name)
     # a task may set some fields of its own (`pretrain_config`, e.g. shapes' lower learning rate)
-    cfg = config or PretrainConfig(**getattr(task, "pretrain_config", {}))
+    cfg = config or PretrainConfig(**task.pretrain_config)
     if steps is None:
-        steps = getattr(task, "pretrain_steps", None)
+        steps = task.pretrain_steps
     if seconds is None:
-        seconds = getattr(task, "pretrain_seconds", None)
+        seconds = task.pretrain_seconds
     if not steps and not seconds:
         raise ValueError("pretrain needs a budget: steps, seconds or both")
     gen_length = int(task.gen_defaults["gen_length"])
@@ -99,7 +99,7 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
     prompts = [task.format_prompt(e) for e in train]
     completions = [e.solution for e in train]
     tokenizer = build_tokenizer(prompts + completions + [task.format_prompt(e) for e in test]
-                                + [e.solution for e in test], multi=getattr(task, "tiny_tokens", ()))
+                                + [e.solution for e in test], multi=task.tiny_tokens)
     eos_id, pad_id, mask_id = tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.mask_token_id
     image = task.kind == "image"
     image_range = _codebook_range(tokenizer, task) if image else None
@@ -226,8 +226,6 @@ def diffusion_loss(model, ids: torch.Tensor, attn: torch.Tensor, loss_mask: torc
 def _codebook_range(tokenizer, task) -> tuple[int, int]:
     """[lo, hi) ids of an image task's codebook tokens (`task.codebook_tokens()`, which must also be among
     its `tiny_tokens`: added tokens get consecutive ids in order)."""
-    if not hasattr(task, "codebook_tokens"):
-        raise ValueError(f"image task {task.name!r} has no codebook_tokens(); the tiny model needs its codebook")
     toks = list(task.codebook_tokens())
     ids = tokenizer.convert_tokens_to_ids(toks)
     if ids != list(range(ids[0], ids[0] + len(ids))):
@@ -385,3 +383,25 @@ def _bar(enabled: bool, steps: int | None, budget: float | None, task_name: str)
     if steps:
         return tqdm(total=steps, desc=f"pretrain tiny-{task_name}", unit="step")
     return tqdm(total=int(budget), desc=f"pretrain tiny-{task_name}", unit="s")
+
+
+def load_model_for(task, spec: str, device: str = "auto", dtype: str = "auto"):
+    """`load_model`, pretraining the embedded model first when `tiny` is asked and nothing is cached."""
+    import sys
+
+    from harness import models
+
+    if spec == "tiny" and not models.is_pretrained(task.name):
+        if not task.embedded:
+            raise ValueError(f"the embedded `tiny` model exists only for embedded tasks; for {task.name!r} "
+                             "pass --model hf:<local folder> or --model gold")
+        print(f"no cached tiny model for {task.name!r}; pretraining it first (harness pretrain --task "
+              f"{task.name}) ...", file=sys.stderr)
+        pretrain(task.name)
+    return models.load_model(spec, task=task.name, device=resolve_device(device), dtype=dtype)
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -7,7 +7,11 @@ closest valid names (difflib) and lists them all. The CLI turns it into exit cod
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -57,3 +61,25 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         return name in self._items
+
+
+def discover(package: str, marker: str) -> list[str]:
+    """Import every module of `package` whose source contains `marker` (how its files register themselves:
+    `@TASKS.register(` in tasks/, `register(Method(` in trainers/), so a new task or method is one new file
+    and no list names it. Modules whose name starts with `_` are skipped, and so are modules without the
+    marker (helpers such as tasks/math_worker.py, which must never be imported in the harness process).
+    Every folder on the package's `__path__` is searched. Returns the modules imported, sorted."""
+    pkg = sys.modules.get(package) or importlib.import_module(package)
+    found = []
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("_") or info.ispkg:
+            continue
+        path = Path(info.module_finder.path) / f"{info.name}.py"
+        try:
+            source = path.read_text(encoding="utf-8")
+        except OSError:
+            continue
+        if marker in source:
+            importlib.import_module(f"{package}.{info.name}")
+            found.append(info.name)
+    return sorted(found)

@@ -71,6 +71,18 @@ class DecodeConfig:
     def __post_init__(self):
         self.check()
 
+    @classmethod
+    def from_task(cls, task, **overrides) -> DecodeConfig:
+        """The one constructor of decoder settings: `task.gen_defaults`, overridden by every value in
+        `overrides` that is not None (CLI flags, the run spec, the trainer's rollout settings). A
+        non-finite temperature or cfg_scale, and every setting `check` rejects, is a ValueError."""
+        values = dict(task.gen_defaults)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        for k in ("temperature", "cfg_scale"):
+            if k in values and not math.isfinite(values[k]):
+                raise ValueError(f"--{k.replace('_', '-')} {values[k]} must be a finite number")
+        return cls(**values)
+
     @property
     def num_blocks(self) -> int:
         return self.gen_length // self.block_length

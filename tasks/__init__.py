@@ -1,22 +1,20 @@
 """Tasks: each owns its data, prompt, answer extraction, verifier, reward and metric.
 
-Importing this package registers every built-in task in `tasks.base.TASKS`.
+Importing this package registers every task in `tasks.base.TASKS`: each module of this folder that
+registers one (`@TASKS.register("name")` on a `Task` subclass) is found and imported, so adding a task
+is adding one file. The contract a task fulfils is `tasks.base.Task`.
 """
 
 from tasks.base import TASKS, Example, RewardOutput, Scored, Task, get_task  # noqa: F401
 
-_BUILTIN = ["gsm8k", "hendrycks_math", "humaneval", "mbpp", "arith", "minicode", "shapes", "geneval"]
+TASK_MARKER = "@TASKS.register("
 
 
-def _load_builtins() -> None:
-    import importlib
+def discover_tasks() -> list[str]:
+    """Import every task module of the package (again after a folder is added to `tasks.__path__`)."""
+    from harness.registry import discover
 
-    for mod in _BUILTIN:
-        try:
-            importlib.import_module(f"tasks.{mod}")
-        except ModuleNotFoundError as e:  # a task module not written yet must not break the others
-            if e.name != f"tasks.{mod}":
-                raise
+    return discover(__name__, TASK_MARKER)
 
 
-_load_builtins()
+discover_tasks()

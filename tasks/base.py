@@ -83,6 +83,18 @@ class Task:
     # `load` before `to_example`, so `to_example` may index them freely
     fields: ClassVar[dict[str, Any]] = {}
     optional_fields: ClassVar[dict[str, Any]] = {}  # checked only when present and not null
+    # scorers run in parallel by `harness eval`/`run` and the RL loop (code tasks run programs: 4); 0 = serial
+    scoring_workers: ClassVar[int] = 0
+    # ---- RL: the task's own TrainConfig values (the same for every method), e.g. arith's {"oversample": 4}
+    rl_defaults: ClassVar[dict[str, Any]] = {}
+    # ---- the embedded `tiny` model (harness/pretrain.py); only embedded tasks set these
+    pretrain_steps: ClassVar[int | None] = None  # default optimizer-step budget of `harness pretrain`
+    pretrain_seconds: ClassVar[float | None] = None  # default time budget
+    pretrain_config: ClassVar[dict[str, Any]] = {}  # PretrainConfig fields of its own (shapes: a lower lr)
+    tiny_tokens: ClassVar[tuple[str, ...]] = ()  # strings the tiny tokenizer keeps as one token each
+    # ---- optional abilities (the methods below say what they do when a task lacks them)
+    supports_fewshot: ClassVar[bool] = False  # `set_fewshot` works: `harness eval --num-fewshot K`
+    reads_prediction_folders: ClassVar[bool] = False  # `predictions_from_folder` works: `harness score` on a folder
 
     # ---- data -------------------------------------------------------------------------------
     def load(self, data: str | None = None, split: str = "test", limit: int | None = None) -> list[Example]:
@@ -137,6 +149,23 @@ class Task:
 
     def reward(self, completion: str, reference: Any) -> RewardOutput:
         raise NotImplementedError
+
+    # ---- optional abilities -------------------------------------------------------------------
+    def set_fewshot(self, examples: Sequence[Example]) -> None:
+        """Put these solved problems in front of every prompt (tasks with `supports_fewshot`)."""
+        raise ValueError(f"few-shot prompts are not supported by task {self.name!r}")
+
+    def predictions_from_folder(self, folder: str | Path) -> list[dict]:
+        """Prediction rows {"id", "completion"} from a folder of outputs (tasks with `reads_prediction_folders`)."""
+        raise ValueError(f"task {self.name!r} takes predictions as a jsonl file, not a folder")
+
+    def to_image(self, completion: Any):
+        """A PIL picture of a completion for the run's image sheet (image tasks), None when it has none."""
+        return None
+
+    def codebook_tokens(self) -> list[str]:
+        """The image codebook's tokens, in id order (image tasks that the tiny model is pretrained for)."""
+        raise ValueError(f"image task {self.name!r} has no codebook_tokens(); the tiny model needs its codebook")
 
     def score(self, completion: str, example: Example) -> Scored:
         r = self.reward(completion, example.reference)
@@ -338,7 +367,7 @@ def load_records(data: str | None, default_hub: str | None, split: str, hint: st
     if not hub:
         raise DataError(f"task {task!r} needs --data FILE (jsonl or json){_hint(hint)}")
     name, _, config = hub.partition(":")
-    from harness.config import hub_offline_reason
+    from harness.environment import hub_offline_reason
 
     reason = hub_offline_reason()
     if reason:

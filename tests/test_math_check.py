@@ -16,7 +16,7 @@ import pytest
 
 from tasks import get_task, math_check
 from tasks.extract import last_boxed
-from tasks.hendrycks_math import math_equal
+from tasks.math500 import math_equal
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HARNESS_SHARED_DATA", ROOT.parent / "shared" / "data"))

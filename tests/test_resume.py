@@ -301,8 +301,8 @@ def test_curve_end_points_on_a_subset_come_from_the_base_and_final_evaluations(e
 
 
 def test_prefix_metrics_score_only_the_first_k_problems():
+    from harness.evaluation import EvalOutput
     from harness.experiment import _prefix_metrics
-    from harness.runner import EvalOutput
     from tasks import get_task
 
     task = get_task("arith")

@@ -17,7 +17,7 @@ import pytest
 
 from tasks import get_task
 from tasks.base import Example, Scored
-from tasks.hendrycks_math import math_equal
+from tasks.math500 import math_equal
 
 DATA = Path(os.environ.get("HARNESS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

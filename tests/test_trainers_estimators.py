@@ -4,16 +4,10 @@ import pytest
 import torch
 
 from trainers import coupled_grpo, diffu_grpo, maskgrpo, spg, tracerl, unigrpo
-from trainers.estimators import (
-    RolloutBatch,
-    combine_views,
-    completion_validity,
-    fading_out_probs,
-    make_view,
-    maskgrpo_schedule,
-    structured_rates,
-    trace_group_masks,
-)
+from trainers.estimators import RolloutBatch, combine_views, completion_validity, make_view
+from trainers.maskgrpo import fading_out_probs, maskgrpo_schedule
+from trainers.tracerl import trace_group_masks
+from trainers.unigrpo import structured_rates
 
 MASK = 99
 

@@ -29,7 +29,7 @@ def test_advantages_by_hand():
     assert torch.allclose(leave_one_out_advantages(r), torch.tensor([[-1.5, 0.0, 1.5]]))
 
 
-@pytest.mark.parametrize("name", ["maskgrpo", "diffu-grpo", "unigrpo", "coupled-grpo", "tracerl", "wd1", "spg"])
+@pytest.mark.parametrize("name", METHODS.names())
 def test_a_group_with_equal_rewards_has_advantages_exactly_zero(name):
     method = METHODS.get(name)
     r = torch.tensor([[0.1, 0.1, 0.1], [0.3, 0.3, 0.3], [0.0, 1.0, 0.0]])  # 0.1 * 3 / 3 is not exactly 0.1
@@ -77,7 +77,7 @@ def test_first_inner_iteration_has_ratio_exactly_one_and_zero_kl_when_old_curren
     assert torch.allclose(out.per_sequence, torch.tensor([-1.0, 0.5, 0.0]))
 
 
-@pytest.mark.parametrize("name", ["maskgrpo", "diffu-grpo", "unigrpo", "coupled-grpo", "tracerl", "wd1", "spg"])
+@pytest.mark.parametrize("name", METHODS.names())
 def test_equal_rewards_produce_no_gradient(name):
     method = METHODS.get(name)
     cfg = method.make_config(beta=0.04)

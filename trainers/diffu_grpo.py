@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trainers.estimators import RolloutBatch, bernoulli, make_view
+from trainers.estimators import RolloutBatch, one_step_view
 from trainers.grpo import MethodConfig, centered_advantages
 from trainers.methods import Method, register
 
@@ -41,13 +41,6 @@ def advantages(rewards: torch.Tensor, cfg: DiffuGRPOConfig) -> torch.Tensor:
 
 def views(j: int, batch: RolloutBatch, cfg: DiffuGRPOConfig, gen: torch.Generator):
     return [one_step_view(batch, cfg.p_mask_prompt, gen)]
-
-
-def one_step_view(batch: RolloutBatch, p_mask_prompt: float, gen: torch.Generator):
-    """d1's estimator: completion fully hidden, prompt tokens hidden at rate p_mask_prompt (wd1 reuses it)."""
-    hide_prompt = bernoulli(torch.full((batch.B, batch.P), p_mask_prompt), gen)  # (B, P)
-    everything = torch.ones_like(batch.valid)  # (B, L)
-    return make_view(batch, hide_completion=everything, score=everything, hide_prompt=hide_prompt)
 
 
 register(Method("diffu-grpo", DiffuGRPOConfig, advantages, views,

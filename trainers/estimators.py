@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.config import derive_seed
+from harness.seeds import derive_seed
 
 
 @dataclass
@@ -121,54 +121,8 @@ def bernoulli(probs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.rand(probs.shape, generator=gen) < probs.cpu()
 
 
-def maskgrpo_schedule(mu: int, gamma: float, t_max: float = 0.999) -> list[float]:
-    """MaskGRPO's truncated ratios: t_j = min(gamma + (1 - gamma) (j+1)/mu, t_max), rising to t_max."""
-    return [min(gamma + (1.0 - gamma) * (j + 1) / mu, t_max) for j in range(mu)]
-
-
-def fading_out_probs(t: float, L: int) -> torch.Tensor:
-    """(L,) probability that position n is hidden: 1 - 2(1-t)(1 - n/(L-1)), clamped to [0, 1].
-
-    Later tokens are hidden more often (AR-like). Before clamping the mean over n is exactly t, so the
-    expected hidden fraction is t whenever nothing clamps at 0, i.e. for t >= 0.5.
-    """
-    if L == 1:
-        return torch.tensor([float(t)])
-    n = torch.arange(L, dtype=torch.float64) / (L - 1)  # n/(L-1) in [0, 1]
-    return (1.0 - 2.0 * (1.0 - t) * (1.0 - n)).clamp(0.0, 1.0).float()
-
-
-def uniform_mask(rates: torch.Tensor, L: int, gen: torch.Generator) -> torch.Tensor:
-    """(B, L) bool: each position hidden independently with its row's rate; rates (B,)."""
-    return bernoulli(rates.float().cpu()[:, None].expand(-1, L), gen)
-
-
-def structured_rates(start: torch.Tensor, j: int, mu: int) -> torch.Tensor:
-    """UniGRPO's structured noising (MMaDA Algorithm 1): a random start ratio u, then the other mu-1
-    ratios evenly spaced from u to 1: t_j = u + j (1 - u) / (mu - 1); start (B,) in [0, 1)."""
-    if mu == 1:
-        return start
-    return start + j * (1.0 - start) / (mu - 1)
-
-
-def block_positions(L: int, block_length: int) -> torch.Tensor:
-    """(L,) long: the block index of each completion position (one block if block_length is 0 or L)."""
-    b = block_length if 0 < block_length < L else L
-    return torch.arange(L) // b
-
-
-def trace_group_masks(commit_step: torch.Tensor, group: int, shrink: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """TraceRL's view of merged step `group` (decoder steps [group*shrink, (group+1)*shrink)).
-
-    Returns (hide, score), both (B, L) bool: every token committed at or after the group's first step
-    is hidden - the state the decoder was in when it began that group - and the tokens committed
-    within the group are scored. Tokens with no recorded step (-1) stay visible and unscored.
-    """
-    first = group * shrink
-    hide = commit_step >= first
-    score = hide & (commit_step < first + shrink)
-    return hide, score
-
-
-def trace_num_groups(commit_step: torch.Tensor, shrink: int) -> int:
-    return int(commit_step.max().item()) // shrink + 1 if commit_step.numel() and commit_step.max() >= 0 else 0
+def one_step_view(batch: RolloutBatch, p_mask_prompt: float, gen: torch.Generator):
+    """d1's estimator: completion fully hidden, prompt tokens hidden at rate p_mask_prompt (diffu-grpo and wd1)."""
+    hide_prompt = bernoulli(torch.full((batch.B, batch.P), p_mask_prompt), gen)  # (B, P)
+    everything = torch.ones_like(batch.valid)  # (B, L)
+    return make_view(batch, hide_completion=everything, score=everything, hide_prompt=hide_prompt)

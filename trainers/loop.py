@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from harness.config import derive_seed
+from harness.seeds import derive_seed
 from tasks.base import Example, Task
 from trainers import checkpoint as ckpt
 from trainers.estimators import MaskedView, RolloutBatch
@@ -77,7 +77,7 @@ class TrainConfig:
     # ---- compute layout: changes speed and memory, not the result (up to float rounding)
     micro_batch_size: int | None = None  # completions per forward/backward in updates; None = all at once
     rollout_batch_size: int | None = None  # completions per decoder call; None = all at once
-    reward_workers: int | None = None  # parallel scorers; None = 4 for code tasks (tests run), else 0
+    reward_workers: int | None = None  # parallel scorers; None = the task's `scoring_workers` (4 for code)
     # ---- bookkeeping
     eval_every: int = 25  # evaluate the test split at step 0, every N steps and at the end; 0 = never
     eval_limit: int | None = None  # first N test problems, for the built-in evaluator only
@@ -107,7 +107,7 @@ class TrainConfig:
         """Defaults for `task` (CPU scale for embedded tasks) with `--set KEY=VALUE` overrides; a key that is
         not a TrainConfig field but a field of the method's config goes to `method_overrides`."""
         values: dict[str, Any] = dict(EMBEDDED_DEFAULTS) if task.embedded else {}
-        values.update(getattr(task, "rl_defaults", None) or {})  # a task's own budget (same for every method)
+        values.update(task.rl_defaults)  # a task's own budget (same for every method)
         own = {f.name for f in fields(cls)}
         method_fields = {f.name for f in fields(get_method(method).config_cls)}
         mo = dict(EMBEDDED_METHOD_DEFAULTS) if task.embedded else {}
@@ -223,10 +223,10 @@ def train(model, task: Task, method_name: str, train_examples: Sequence[Example]
 
 def default_evaluator(task: Task, test_examples: Sequence[Example], seed: int, limit: int | None):
     """The harness's own `evaluate` on the test split with the task's default (greedy) decoder."""
-    from harness.runner import evaluate
+    from harness.evaluation import evaluate
     from harness.sampling import DecodeConfig
 
-    decode = DecodeConfig(**task.gen_defaults)
+    decode = DecodeConfig.from_task(task)
     exs = list(test_examples)[:limit] if limit else list(test_examples)
     return lambda m: evaluate(task, m, exs, decode, seed=seed, tag="eval").metrics
 
@@ -235,12 +235,10 @@ def rollout_decode_config(cfg: TrainConfig, task: Task, method: Method):
     """The shared rollout decoder: TrainConfig values over the task's defaults (sampler: the method's pick)."""
     from harness.sampling import DecodeConfig
 
-    values = dict(task.gen_defaults)
-    chosen = {"sampler": cfg.sampler or method.rollout_sampler(task.kind), "gen_length": cfg.gen_length,
-              "block_length": cfg.block_length, "steps": cfg.diffusion_steps, "temperature": cfg.temperature,
-              "remasking": cfg.remasking, "cfg_scale": cfg.cfg_scale}
-    values.update({k: v for k, v in chosen.items() if v is not None})
-    return DecodeConfig(**values)
+    return DecodeConfig.from_task(
+        task, sampler=cfg.sampler or method.rollout_sampler(task.kind), gen_length=cfg.gen_length,
+        block_length=cfg.block_length, steps=cfg.diffusion_steps, temperature=cfg.temperature,
+        remasking=cfg.remasking, cfg_scale=cfg.cfg_scale)
 
 
 def lr_factor(cfg: TrainConfig, total_updates: int) -> Callable[[int], float]:
@@ -391,7 +389,7 @@ class _Run:
     @property
     def reward_workers(self) -> int:
         w = self.cfg.reward_workers
-        return (4 if self.task.kind == "code" else 0) if w is None else w
+        return self.task.scoring_workers if w is None else w
 
     def slices(self, B: int) -> list[slice]:
         mb = self.cfg.micro_batch_size or B

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from trainers.estimators import RolloutBatch, bernoulli, fading_out_probs, make_view, maskgrpo_schedule
+from trainers.estimators import RolloutBatch, bernoulli, make_view
 from trainers.grpo import MethodConfig, std_normalized_advantages
 from trainers.methods import Method, register
 
@@ -64,6 +64,23 @@ def views(j: int, batch: RolloutBatch, cfg: MaskGRPOConfig, gen: torch.Generator
 
 def rollout_sampler(kind: str) -> str | None:
     return "emerge" if kind == "image" else None
+
+
+def maskgrpo_schedule(mu: int, gamma: float, t_max: float = 0.999) -> list[float]:
+    """MaskGRPO's truncated ratios: t_j = min(gamma + (1 - gamma) (j+1)/mu, t_max), rising to t_max."""
+    return [min(gamma + (1.0 - gamma) * (j + 1) / mu, t_max) for j in range(mu)]
+
+
+def fading_out_probs(t: float, L: int) -> torch.Tensor:
+    """(L,) probability that position n is hidden: 1 - 2(1-t)(1 - n/(L-1)), clamped to [0, 1].
+
+    Later tokens are hidden more often (AR-like). Before clamping the mean over n is exactly t, so the
+    expected hidden fraction is t whenever nothing clamps at 0, i.e. for t >= 0.5.
+    """
+    if L == 1:
+        return torch.tensor([float(t)])
+    n = torch.arange(L, dtype=torch.float64) / (L - 1)  # n/(L-1) in [0, 1]
+    return (1.0 - 2.0 * (1.0 - t) * (1.0 - n)).clamp(0.0, 1.0).float()
 
 
 register(Method("maskgrpo", MaskGRPOConfig, advantages, views, rollout_sampler=rollout_sampler,

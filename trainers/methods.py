@@ -4,7 +4,9 @@
     views(j, batch: RolloutBatch, cfg, generator) -> list[MaskedView]      # inner iteration j of mu
     loss(LossInputs, cfg) -> LossOutput                                    # default: grpo.grpo_loss
 
-Each method file registers one `Method` in `METHODS` at import; `trainers/__init__.py` imports them all.
+Each method file registers one `Method` in `METHODS` at import (`register(Method(...))`); importing the
+`trainers` package finds and imports every such file (`harness.registry.discover`): a new method is one file,
+self-contained (its config, advantages, views, loss, and every helper only it uses).
 `none` (evaluate only) is handled by the CLI and is deliberately not a method.
 """
 
@@ -52,7 +54,12 @@ def register(method: Method) -> Method:
     return METHODS.register(method.name)(method)
 
 
-def get_method(name: str) -> Method:
-    import trainers  # noqa: F401  (importing the package registers every built-in method)
+METHOD_MARKER = "register(Method("  # what discovery looks for in a file of trainers/
 
+
+def get_method(name: str) -> Method:
+    """The registered method `name` (every method file of trainers/ is discovered and imported first)."""
+    from harness.registry import discover
+
+    discover("trainers", METHOD_MARKER)
     return METHODS.get(name)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.config import derive_seed
+from harness.seeds import derive_seed
 from tasks.base import Example, Task
 from trainers.estimators import MaskedView, RolloutBatch, completion_validity
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trainers.estimators import RolloutBatch, block_positions, combine_views, make_view
+from trainers.estimators import RolloutBatch, combine_views, make_view
 from trainers.grpo import LossInputs, LossOutput, MethodConfig, centered_advantages, kl_term, masked_row_mean
 from trainers.methods import Method, register
 
@@ -113,6 +113,12 @@ def loss(inp: LossInputs, cfg: SPGConfig) -> LossOutput:
     if kl is not None:
         per_seq = per_seq + cfg.beta * masked_row_mean(kl, scored)
     return LossOutput(per_seq, scored, kl=None if kl is None else kl.detach())
+
+
+def block_positions(L: int, block_length: int) -> torch.Tensor:
+    """(L,) long: the block index of each completion position (one block if block_length is 0 or L)."""
+    b = block_length if 0 < block_length < L else L
+    return torch.arange(L) // b
 
 
 register(Method("spg", SPGConfig, advantages, views, loss=loss, uses_old_policy=False,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trainers.estimators import RolloutBatch, make_view, trace_group_masks, trace_num_groups
+from trainers.estimators import RolloutBatch, make_view
 from trainers.grpo import MethodConfig, std_normalized_advantages
 from trainers.methods import Method, register
 
@@ -59,6 +59,23 @@ def views(j: int, batch: RolloutBatch, cfg: TraceRLConfig, gen: torch.Generator)
         hide, score = trace_group_masks(batch.commit_step, g, cfg.shrink)  # (B, L), (B, L)
         out.append(make_view(batch, hide_completion=hide, score=score))
     return out
+
+
+def trace_group_masks(commit_step: torch.Tensor, group: int, shrink: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """TraceRL's view of merged step `group` (decoder steps [group*shrink, (group+1)*shrink)).
+
+    Returns (hide, score), both (B, L) bool: every token committed at or after the group's first step
+    is hidden - the state the decoder was in when it began that group - and the tokens committed
+    within the group are scored. Tokens with no recorded step (-1) stay visible and unscored.
+    """
+    first = group * shrink
+    hide = commit_step >= first
+    score = hide & (commit_step < first + shrink)
+    return hide, score
+
+
+def trace_num_groups(commit_step: torch.Tensor, shrink: int) -> int:
+    return int(commit_step.max().item()) // shrink + 1 if commit_step.numel() and commit_step.max() >= 0 else 0
 
 
 register(Method("tracerl", TraceRLConfig, advantages, views,

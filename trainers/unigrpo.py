@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trainers.estimators import RolloutBatch, make_view, structured_rates, uniform_mask
+from trainers.estimators import RolloutBatch, bernoulli, make_view
 from trainers.grpo import MethodConfig, std_normalized_advantages
 from trainers.methods import Method, register
 
@@ -43,6 +43,19 @@ def views(j: int, batch: RolloutBatch, cfg: UniGRPOConfig, gen: torch.Generator)
     rates = structured_rates(start, j, cfg.mu).clamp(min=cfg.min_ratio)  # (B,)
     hide = uniform_mask(rates, batch.L, gen)  # (B, L)
     return [make_view(batch, hide_completion=hide, score=hide)]
+
+
+def uniform_mask(rates: torch.Tensor, L: int, gen: torch.Generator) -> torch.Tensor:
+    """(B, L) bool: each position hidden independently with its row's rate; rates (B,)."""
+    return bernoulli(rates.float().cpu()[:, None].expand(-1, L), gen)
+
+
+def structured_rates(start: torch.Tensor, j: int, mu: int) -> torch.Tensor:
+    """UniGRPO's structured noising (MMaDA Algorithm 1): a random start ratio u, then the other mu-1
+    ratios evenly spaced from u to 1: t_j = u + j (1 - u) / (mu - 1); start (B,) in [0, 1)."""
+    if mu == 1:
+        return start
+    return start + j * (1.0 - start) / (mu - 1)
 
 
 register(Method("unigrpo", UniGRPOConfig, advantages, views,

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trainers.diffu_grpo import one_step_view
-from trainers.estimators import RolloutBatch, combine_views
+from trainers.estimators import RolloutBatch, combine_views, one_step_view
 from trainers.grpo import LossInputs, LossOutput, MethodConfig, centered_advantages, kl_term, masked_row_mean
 from trainers.methods import Method, register
 

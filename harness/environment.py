@@ -1,8 +1,7 @@
-"""Paths and seeds shared by every part of the harness."""
+"""Where the harness keeps its cache and whether the Hugging Face hub can be reached (every layer may use it)."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -10,13 +9,6 @@ from pathlib import Path
 def harness_home() -> Path:
     """Cache root for pretrained embedded models: `$HARNESS_HOME`, default `~/.cache/harness`."""
     return Path(os.environ.get("HARNESS_HOME") or Path.home() / ".cache" / "harness")
-
-
-def derive_seed(*parts: object) -> int:
-    """A stable 63-bit seed from (seed, step, prompt, sample, ...): independent of batch layout and of
-    Python's hash randomisation, so every rollout can be reproduced on its own."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 def hub_offline_reason(timeout: float = 3.0) -> str | None:

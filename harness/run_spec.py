@@ -1,0 +1,153 @@
+"""The run spec: every setting of one `harness run`, as one dataclass.
+
+Built from the command line (`RunSpec.from_args`), from a file (`harness run --config FILE`: a JSON or
+TOML object of these fields, or the `summary.json` of an earlier run, which records its spec, so a run can
+be replayed), or in code (`harness compare` builds one per method x seed). `harness/experiment.py` reads
+nothing else. A new run flag is a field here (with its default, in this one place), one line in
+`harness/cli.py`'s `run` parser, and its use in `experiment.py`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+# fields that say where and how this process runs, not what the run is: not recorded for replay
+OPERATIONAL = ("out", "resume", "progress", "results", "device")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    task: str
+    method: str = "none"  # an RL method, or `none` to evaluate only
+    model: str = "tiny"
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int = 0
+    steps: int | None = None  # RL steps; None = the task's default (TrainConfig)
+    data: str | None = None  # test problems (real tasks)
+    train_data: str | None = None  # training problems (real tasks)
+    limit: int | None = None  # evaluate on the first N test problems
+    eval_split: str = "test"  # embedded tasks: test, or validation when choosing settings
+    checkpoint_every: int | None = None  # None = TrainConfig.checkpoint_every (its default lives there)
+    overrides: dict = field(default_factory=dict)  # `--set KEY=VALUE`: TrainConfig or method-config fields
+    out: str | None = None  # run folder; None = <results>/<run_dir_name(...)>
+    results: str = "results"  # where the default run folder goes
+    resume: bool = False
+    progress: bool = True
+
+    # ---- construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "run spec") -> RunSpec:
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(valid))
+        if unknown:
+            raise ValueError(f"{source}: unknown run setting(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+        if "task" not in values or not values["task"]:
+            raise ValueError("no task; pass --task NAME (or --config FILE naming one)" if source == "harness run"
+                             else f"{source}: no `task` in the run spec")
+        if not isinstance(values.get("overrides", {}), dict):
+            raise ValueError(f"{source}: `overrides` must be an object of KEY: VALUE")
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RunSpec:
+        """A JSON or TOML file of RunSpec fields, or an earlier run's summary.json (its recorded spec)."""
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"--config {p}: no such file")
+        text = p.read_text(encoding="utf-8-sig")
+        try:
+            if p.suffix == ".toml":
+                import tomllib
+
+                obj = tomllib.loads(text)
+            else:
+                obj = json.loads(text)
+        except ValueError as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+            raise ValueError(f"--config {p}: not valid {'TOML' if p.suffix == '.toml' else 'JSON'} ({e})") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"--config {p}: expected an object of run settings")
+        if "schema_version" in obj:  # a result's summary.json
+            if obj.get("kind") != "run":
+                raise ValueError(f"--config {p}: a {obj.get('kind')!r} result; only `harness run` results replay")
+            obj = obj.get("run_spec") or spec_from_summary_config(obj.get("config") or {})
+        return cls.from_dict(obj, source=f"--config {p}")
+
+    @classmethod
+    def from_args(cls, args) -> RunSpec:
+        """The `harness run` command line: --config FILE first (if given), then every flag given over it."""
+        base = asdict(cls.from_file(args.config)) if getattr(args, "config", None) else {}
+        given = {k: getattr(args, k, None) for k in ("task", "method", "model", "device", "dtype", "seed", "steps",
+                                                       "data", "train_data", "limit", "eval_split",
+                                                       "checkpoint_every", "out")}
+        values = {**base, **{k: v for k, v in given.items() if v is not None}}
+        if getattr(args, "resume", False):
+            values["resume"] = True
+        if getattr(args, "no_progress", False):
+            values["progress"] = False
+        if not values.get("method"):
+            raise ValueError("--method is required (an RL method, or `none`), unless --config names one")
+        values["overrides"] = {**base.get("overrides", {}), **parse_overrides(getattr(args, "set", None) or [])}
+        return cls.from_dict(values, source="harness run")
+
+    def with_(self, **changes: Any) -> RunSpec:
+        return replace(self, **changes)
+
+    # ---- checks and records ------------------------------------------------------------------------
+    def check(self) -> None:
+        """Every check that needs no data or model: unknown task, method or model, bad numbers (one-line
+        errors, before any work)."""
+        from harness.models import check_model_name
+        from tasks import get_task
+
+        get_task(self.task)
+        if self.method != "none":
+            from trainers import METHODS
+
+            METHODS.get(self.method)
+        check_model_name(self.model)
+        check_positive(limit=self.limit, checkpoint_every=self.checkpoint_every)
+        if self.steps is not None and self.steps < 0:
+            raise ValueError("--steps must be >= 0")
+
+    def run_dir(self) -> Path:
+        return Path(self.out) if self.out else Path(self.results) / run_dir_name(
+            self.task, self.model, self.method, self.seed, self.steps)
+
+    def record(self) -> dict:
+        """What summary.json keeps to replay the run (`harness run --config summary.json --out NEW`)."""
+        return {k: v for k, v in asdict(self).items() if k not in OPERATIONAL}
+
+
+def spec_from_summary_config(config: dict) -> dict:
+    """A spec from the `config` block of a run summary written before specs were recorded."""
+    keys = ("task", "model", "method", "seed", "steps", "limit", "eval_split", "data", "overrides")
+    return {k: config[k] for k in keys if k in config}
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`--set key=value` pairs; values parsed as JSON when they parse (numbers, true/false), else strings."""
+    out = {}
+    for item in pairs:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def check_positive(**values) -> None:
+    bad = [k for k, v in values.items() if v is not None and v < 1]
+    if bad:
+        raise ValueError(", ".join(f"--{k.replace('_', '-')} {values[k]}" for k in bad) + " must be >= 1")
+
+
+def run_dir_name(task: str, model: str, method: str, seed: int, steps: int | None) -> str:
+    safe = lambda s: "".join(c if c.isalnum() or c in "-_." else "-" for c in str(s))  # noqa: E731
+    return f"{safe(task)}__{safe(model)}__{safe(method)}__seed{seed}" + (f"__steps{steps}" if steps else "")

@@ -1,0 +1,82 @@
+"""Shared fakes for the tests: a tiny trainable model adapter, toy tasks and their examples.
+
+Fixtures that hand them out live in tests/conftest.py; a test that needs the classes imports them
+(`from fakes import TinyBert`) instead of writing its own.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from transformers import BertConfig, BertForMaskedLM
+
+from harness.models import DecodingModel
+from tasks.base import Example, RewardOutput, Task
+
+PAD, MASK, EOS = 0, 1, 2
+LETTERS = "abcdefghijklm"  # ids 3..15
+V = 3 + len(LETTERS)
+
+
+class TinyBert(DecodingModel):
+    """A DiffusionModel-like adapter around a 2-layer BertForMaskedLM; char-level tokens."""
+
+    def __init__(self, seed=0, image=False):
+        torch.manual_seed(seed)
+        cfg = BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=64)  # dropout 0.1: the loop must turn it off
+        self.module = BertForMaskedLM(cfg)
+        self.mask_id, self.pad_id, self.eos_id = MASK, PAD, (None if image else EOS)
+        self.image_token_range = (3, V) if image else None
+        self.device, self.name, self.tokenizer = torch.device("cpu"), "tiny-bert", None
+        self.poison = False
+
+    def logits(self, input_ids, attention_mask=None):
+        am = None if attention_mask is None else attention_mask.long()
+        out = self.module(input_ids=input_ids, attention_mask=am).logits
+        return out * math.nan if self.poison else out
+
+    def encode_prompts(self, prompts):
+        rows = [[3 + LETTERS.index(c) for c in p] for p in prompts]
+        P = max(len(r) for r in rows)
+        ids = torch.tensor([[PAD] * (P - len(r)) + r for r in rows])
+        return ids, ids != PAD
+
+    def decode_completion(self, ids):
+        out = []
+        for t in ids.tolist():
+            if t == EOS and self.eos_id is not None:
+                break
+            if t >= 3:
+                out.append(LETTERS[t - 3])
+        return "".join(out)
+
+
+class ToyTask(Task):
+    """Reward = fraction of completion characters equal to the reference letter."""
+
+    name, kind = "toy", "text"
+    gen_defaults = {"gen_length": 8, "block_length": 4, "steps": 4}
+
+    def extract(self, completion):
+        return completion
+
+    def verify(self, completion, reference):
+        return completion.count(reference) * 2 >= max(len(completion), 1)
+
+    def reward(self, completion, reference):
+        frac = completion.count(reference) / max(len(completion), 1)
+        return RewardOutput(total=frac, success=self.verify(completion, reference), terms={"match": frac})
+
+
+class ToyImageTask(ToyTask):
+    name, kind = "toy-image", "image"
+    gen_defaults = {"sampler": "maskgit", "gen_length": 8, "block_length": 8, "steps": 4}
+
+
+EXAMPLES = [Example(id=i, prompt=p, reference=r) for i, (p, r) in
+            enumerate([("abc", "a"), ("bcd", "b"), ("cde", "c"), ("def", "d"), ("efg", "e"), ("fgh", "f")])]
+
+# tiny budget: 2 steps x 2 prompts x 3 completions, 2 inner updates
+TINY = dict(steps=2, prompts_per_step=2, num_generations=3, lr=1e-3, temperature=1.0, eval_every=0)

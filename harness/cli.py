@@ -419,6 +419,11 @@ def cmd_lm_eval(argv: list[str]) -> int:
         lm_eval_main.cli_evaluate()
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    except _usage_errors() as e:  # our model's own bad input (a model folder, model_args): one line
+        if os.environ.get("HARNESS_DEBUG"):
+            raise
+        print(f"harness lm-eval: error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
+        return 2
     finally:
         sys.argv = saved
     return 0

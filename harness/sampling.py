@@ -409,17 +409,37 @@ class _BlockCache:
         self.forward_fn = cached_forward(run.model, run.cfg.cache)
         self.kv = None
 
-    def logits(self, run: _Run, window: slice, refresh: bool) -> torch.Tensor:
-        """(B or 2B, Lb, V) logits of the completion positions `window`."""
+    def logits(self, run: _Run, window: slice, refresh: bool, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(B' or 2B', Lb, V) logits of the completion positions `window`; rows (B',) = the batch rows to
+        run (default all; a refresh always runs all)."""
         x, attn = run.inputs()  # (B or 2B, S)
         run.nfe += 2 if run.cfg.cfg_scale > 0 else 1
         a, e = run.P + window.start, run.P + window.stop
         if refresh or self.kv is None:
             logits, self.kv = self.forward_fn(x, attn, rows=slice(a, e))
             return logits
+        kv = self.kv
+        if rows is not None:
+            sub = _input_rows(rows, run)
+            x, attn = x[sub], attn[sub]
+            kv = [(k[sub], v[sub]) for k, v in kv]
         stop = e if run.cfg.cache == "dual" else x.shape[1]
-        logits, _ = self.forward_fn(x[:, a:stop], attn, start=a, kv=self.kv, rows=slice(0, e - a))
+        logits, _ = self.forward_fn(x[:, a:stop], attn, start=a, kv=kv, rows=slice(0, e - a))
         return logits
+
+
+def _input_rows(rows: torch.Tensor, run: _Run) -> torch.Tensor:
+    """Indices of the model-input rows of batch rows `rows` ([cond; uncond] with CFG)."""
+    B = run.x.shape[0]
+    return torch.cat([rows, rows + B]) if run.cfg.cfg_scale > 0 else rows
+
+
+def _scatter_rows(sub: torch.Tensor, rows: torch.Tensor, run: _Run) -> torch.Tensor:
+    """Logits of some input rows -> a tensor over all input rows (zeros elsewhere; those rows select nothing)."""
+    n = run.x.shape[0] * (2 if run.cfg.cfg_scale > 0 else 1)
+    full = sub.new_zeros((n, *sub.shape[1:]))
+    full[_input_rows(rows, run)] = sub
+    return full
 
 
 def _adaptive_commit(masked: torch.Tensor, logp: torch.Tensor, cfg: DecodeConfig) -> torch.Tensor:
@@ -472,10 +492,21 @@ def _low_confidence_fast(run: _Run):
             masked = comp[:, window] == run.mask_id  # (B, Lb)
             if (adaptive and not bool(masked.any())) or (not adaptive and i == len(ks)):
                 break
+            # rows that finished the block wait: only the others are run (a row's logits do not depend
+            # on the other rows, so this changes no output, only the cost)
+            live = masked.any(1)  # (B,)
+            rows = None if bool(live.all()) else live.nonzero().squeeze(1)
             if cache is not None:
-                raw = cache.logits(run, window, refresh=i == 0)  # (B or 2B, Lb, V)
-            else:
+                raw = cache.logits(run, window, refresh=i == 0, rows=rows)  # (B' or 2B', Lb, V)
+            elif rows is None:
                 raw = run.forward()[:, window]
+            else:
+                x, attn = run.inputs()
+                sub = _input_rows(rows, run)
+                run.nfe += 2 if cfg.cfg_scale > 0 else 1
+                raw = run.model.logits(x[sub], attn[sub])[:, run.P:][:, window]
+            if rows is not None and not (cache is not None and i == 0):
+                raw = _scatter_rows(raw, rows, run)  # (B or 2B, Lb, V)
             ids, logp = run.sample(raw, masked, with_logp=not random)  # (M,), (M,)
             if adaptive:
                 commit = _adaptive_commit(masked, logp, cfg)  # (B, Lb)

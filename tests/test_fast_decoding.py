@@ -106,6 +106,15 @@ def test_factor_rule_takes_the_largest_n_with_n_plus_one_times_one_minus_c_n_at_
     assert commit[0].tolist() == [True, False, False, True, False, False]
 
 
+def test_rows_that_finished_their_block_are_not_run():
+    ids, mask = prompts(B=4)
+    rec = Recorder(SoftFake())
+    out = generate(rec, ids, mask, DecodeConfig(gen_length=16, block_length=8, steps=8, temperature=1.0,
+                                                threshold=0.4), seeds=[7, 8, 9, 10])
+    assert sum(x.shape[0] for x, _ in rec.calls) == int((out.commit_step.max(1).values + 1).sum())
+    assert min(x.shape[0] for x, _ in rec.calls) < 4
+
+
 def test_adaptive_rows_decode_the_same_alone_as_in_a_batch():
     ids, mask = prompts(B=4)
     cfg = DecodeConfig(gen_length=16, block_length=8, steps=8, temperature=1.0, threshold=0.4)
@@ -120,17 +129,17 @@ def test_adaptive_rows_decode_the_same_alone_as_in_a_batch():
 def test_adaptive_commit_steps_replay_exactly_what_the_row_saw():
     """TraceRL's view of step s (hide tokens committed at >= s) is the row's input at its s-th step."""
     ids, mask = prompts()
-    rec = Recorder(SoftFake())
-    out = generate(rec, ids, mask, DecodeConfig(gen_length=16, block_length=8, steps=8, temperature=1.0,
-                                                threshold=0.5), seeds=[1, 2, 3])
-    for b in range(3):
+    for b in range(3):  # one row at a time: in a batch, rows that finished their block are not run
+        rec = Recorder(SoftFake())
+        out = generate(rec, ids[b:b + 1], mask[b:b + 1], DecodeConfig(gen_length=16, block_length=8, steps=8,
+                                                                      temperature=1.0, threshold=0.5), seeds=[b])
         seen = []
         for x, _ in rec.calls:
-            state = x[b, 5:]
+            state = x[0, 5:]
             if (state == MASK).any() and (not seen or not torch.equal(seen[-1], state)):
                 seen.append(state)
-        cs = out.commit_step[b]
-        views = [torch.where(cs >= s, torch.full_like(cs, MASK), out.completion_ids[b]) for s in range(int(cs.max()) + 1)]
+        cs = out.commit_step[0]
+        views = [torch.where(cs >= s, torch.full_like(cs, MASK), out.completion_ids[0]) for s in range(int(cs.max()) + 1)]
         assert len(seen) == len(views)
         assert all(torch.equal(a, v) for a, v in zip(seen, views))
 

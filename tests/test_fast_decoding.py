@@ -268,3 +268,75 @@ def test_bad_fast_settings_say_what_works(kwargs, message):
     base = dict(gen_length=16, block_length=8, steps=8)
     with pytest.raises(ValueError, match=message):
         DecodeConfig(**{**base, **kwargs})
+
+
+# ---- fast rollouts in the RL loop ----------------------------------------------------------------------------
+
+def roformer_adapter():
+    from test_trainers_loop import V as TOY_V
+    from test_trainers_loop import TinyBert
+
+    model = TinyBert()
+    torch.manual_seed(0)
+    model.module = RoFormerForMaskedLM(RoFormerConfig(
+        vocab_size=TOY_V, embedding_size=32, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        type_vocab_size=1))
+    return model
+
+
+def test_rollout_fields_reach_the_rollout_decoder():
+    from test_trainers_loop import ToyTask
+
+    from trainers.loop import TrainConfig, rollout_decode_config
+    from trainers.methods import get_method
+
+    task = ToyTask()
+    cfg = TrainConfig.for_task(task, "maskgrpo", rollout_threshold=0.9, rollout_cache="prefix")
+    d = rollout_decode_config(cfg, task, get_method("maskgrpo"))
+    assert (d.threshold, d.cache, d.factor) == (0.9, "prefix", None)
+    off = rollout_decode_config(TrainConfig.for_task(task, "maskgrpo"), task, get_method("maskgrpo"))
+    assert not off.fast
+
+
+@pytest.mark.parametrize("method", ["maskgrpo", "tracerl", "diffu-grpo"])
+def test_training_with_fast_rollouts_runs_every_estimator_on_variable_steps(method):
+    from test_trainers_loop import EXAMPLES, TINY, ToyTask
+
+    from trainers.loop import TrainConfig, train
+
+    model = roformer_adapter()
+    before = torch.cat([p.detach().flatten().clone() for p in model.module.parameters()])
+    over = {"mu": 2, "shrink": 1} if method == "tracerl" else {"mu": 2}
+    cfg = TrainConfig(**TINY, method_overrides=over, rollout_threshold=0.3, rollout_cache="dual")
+    res = train(model, ToyTask(), method, EXAMPLES, [], cfg, seed=0, progress=False)
+    after = torch.cat([p.detach().flatten() for p in model.module.parameters()])
+    assert not torch.equal(before, after)
+    for row in res.curve:
+        assert math.isfinite(row["loss"]) and 2 <= row["nfe"] <= 8  # 2 blocks of 4: 1..4 calls each
+    assert res.config["rollout_threshold"] == 0.3 and res.config["rollout_cache"] == "dual"
+
+
+def test_tracerl_views_replay_an_adaptive_rollout():
+    """Each TraceRL view of a threshold rollout shows exactly the row's input at that step."""
+    from trainers.tracerl import TraceRLConfig, views
+
+    ids, mask = prompts(B=2)
+    cfg = DecodeConfig(gen_length=16, block_length=8, steps=8, temperature=1.0, threshold=0.5)
+    out = generate(SoftFake(), ids, mask, cfg, seeds=[5, 6])
+    batch = RolloutBatch(prompt_ids=ids, prompt_mask=mask, completion_ids=out.completion_ids,
+                         valid=torch.ones_like(out.completion_ids, dtype=torch.bool), commit_step=out.commit_step,
+                         mask_id=MASK, block_length=8)
+    tcfg = TraceRLConfig(mu=1, shrink=1)
+    vs = views(0, batch, tcfg, torch.Generator())
+    assert len(vs) == trace_num_groups(out.commit_step, 1) == int(out.commit_step.max()) + 1
+    for b in range(2):
+        rec = Recorder(SoftFake())
+        generate(rec, ids[b:b + 1], mask[b:b + 1], cfg, seeds=[5 + b])
+        seen = []
+        for x, _ in rec.calls:
+            if not seen or not torch.equal(seen[-1], x[0]):
+                seen.append(x[0])
+        steps_b = int(out.commit_step[b].max()) + 1
+        assert [torch.equal(v.input_ids[b], s) for v, s in zip(vs[:steps_b], seen)] == [True] * steps_b
+        assert all(not v.score[b].any() for v in vs[steps_b:])  # past the row's last step: nothing to score

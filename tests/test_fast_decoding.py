@@ -273,8 +273,8 @@ def test_bad_fast_settings_say_what_works(kwargs, message):
 # ---- fast rollouts in the RL loop ----------------------------------------------------------------------------
 
 def roformer_adapter():
-    from test_trainers_loop import V as TOY_V
     from test_trainers_loop import TinyBert
+    from test_trainers_loop import V as TOY_V
 
     model = TinyBert()
     torch.manual_seed(0)

@@ -12,7 +12,8 @@ import torch
 from transformers import BertConfig, BertForMaskedLM
 
 from harness.models import DecodingModel
-from tasks.base import Example, RewardOutput, Task
+from tasks.base import Example, Task
+from tasks.rewards import per_item
 
 PAD, MASK, EOS = 0, 1, 2
 LETTERS = "abcdefghijklm"  # ids 3..15
@@ -65,9 +66,11 @@ class ToyTask(Task):
     def verify(self, completion, reference):
         return completion.count(reference) * 2 >= max(len(completion), 1)
 
-    def reward(self, completion, reference):
-        frac = completion.count(reference) / max(len(completion), 1)
-        return RewardOutput(total=frac, success=self.verify(completion, reference), terms={"match": frac})
+    default_rewards = {"match": 1.0}
+
+    def reward_functions(self):
+        return {"match": per_item("match", lambda ex, c, k: c.count(ex.reference) / max(len(c), 1),
+                                  "fraction of characters equal to the reference letter")}
 
 
 class ToyImageTask(ToyTask):

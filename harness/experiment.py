@@ -55,6 +55,7 @@ def run_experiment(spec: RunSpec, base: EvalOutput | None = None) -> tuple[dict,
     t0 = time.perf_counter()
     spec.check()
     task = get_task(spec.task)
+    rewards = task.use_rewards(spec.rewards, spec.reward_models, device=spec.device)  # tasks/rewards.py
     method = spec.method
     overrides = dict(spec.overrides)
     if task.embedded:
@@ -142,6 +143,10 @@ def run_experiment(spec: RunSpec, base: EvalOutput | None = None) -> tuple[dict,
                    "steps": spec.steps, "limit": spec.limit, "eval_split": spec.eval_split or "test",
                    "data": spec.data, "overrides": dict(spec.overrides), "method_config": method_config},
         "run_spec": spec.record(),  # `harness run --config summary.json --out NEW` replays the run
+        # the training reward: weights, model paths, and each weighted term's mean per RL step (curve.csv's
+        # reward_<name> columns); the metrics above are the verifier's, never a reward
+        "rewards": {**rewards.record(), "terms_per_step": {
+            name: [row.get(f"reward_{name}") for row in curve if row.get("step")] for name in rewards.weights}},
     }
     summary.update(provenance())
     atomic_write_jsonl(out_dir / "samples.jsonl", (s.to_json() for s in final.scored))

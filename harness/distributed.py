@@ -53,8 +53,8 @@ def launch_mismatch() -> str | None:
     if launched_by_accelerate and "MASTER_ADDR" in env and "WORLD_SIZE" not in env and "RANK" not in env:
         return ("accelerate launch asked for several processes but started only this one (its single-process "
                 "launcher, used with --cpu or without a multi-GPU/FSDP/DeepSpeed config); this run trains and "
-                "evaluates in 1 process. For several CPU processes use `torchrun --nproc_per_node N -m harness "
-                "run ...`; on GPUs pass --config_file configs/accelerate_ddp.yaml (see README)")
+                "evaluates in 1 process. For N processes (CPU or GPU) pass --config_file configs/accelerate_ddp.yaml "
+                "--num_processes N, or use torchrun --nproc_per_node N -m harness run ... (see README)")
     return None
 
 
@@ -118,10 +118,18 @@ def evaluate_sharded(task, model, examples, decode=None, *, acc=None, seed: int 
 
     t0 = time.perf_counter()
     mine = shard(examples, acc.process_index, acc.num_processes)
+    # FSDP gathers weights inside every forward, so every process must make the same number of model calls:
+    # a shorter shard decodes one more problem (the last one) and drops its result
+    extra = 0
+    if "FSDP" in str(acc.distributed_type) and len(mine) < -(-len(examples) // acc.num_processes):
+        extra = 1
+        mine = mine + [examples[-1]]
     if mine:
         completions, owners, nfe, tokens, gen_s = model.complete(
             task, mine, decode, n_samples=n_samples, seed=seed, batch_size=batch_size,
             progress=progress and acc.is_main_process, tag=tag)
+        if extra:
+            completions, owners = completions[:-n_samples], owners[:-n_samples]
         scored = task.score_many(completions, owners, workers=task.scoring_workers)
     else:
         scored, nfe, tokens, gen_s = [], 0, 0, 0.0

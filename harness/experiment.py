@@ -142,8 +142,10 @@ def run_experiment(spec: RunSpec, base: EvalOutput | None = None) -> tuple[dict,
             acc.log({f"final_{k}": v for k, v in final.metrics.items() if isinstance(v, (int, float))},
                     step=result.steps)
             acc.end_training()
+        # FSDP shards the weights: every process takes part in gathering them, the main one writes them
+        gathered = acc.get_state_dict(model.module) if "FSDP" in str(acc.distributed_type) else None
         if main:  # the trained policy as a folder transformers/peft load: `harness eval --model hf:<run>/policy`
-            policy = save_policy(model, out_dir / "policy", info={
+            policy = save_policy(model, out_dir / "policy", state_dict=gathered, info={
                 "task": task.name, "method": method, "seed": spec.seed, "steps": result.steps,
                 "decode": asdict(decode) if decode is not None else None, "limit": spec.limit, "data": spec.data})
             scale["policy"] = {"path": "policy", "kind": policy["kind"], "base": policy["base"]}

@@ -47,8 +47,11 @@ def code_files(source: str | None) -> list[Path]:
     return sorted(p for p in folder.glob("*.py") if p.is_file())
 
 
-def save_policy(model, folder: str | Path, *, module=None, info: dict | None = None) -> dict:
-    """Write `model`'s policy (or `module`, e.g. an unwrapped/gathered copy) to `folder`; returns its record."""
+def save_policy(model, folder: str | Path, *, module=None, info: dict | None = None,
+                state_dict: dict | None = None) -> dict:
+    """Write `model`'s policy (or `module`) to `folder`; returns its record. `state_dict`: the full weights
+    gathered from sharded processes (FSDP: `Accelerator.get_state_dict`), saved in place of the module's."""
+    extra = {} if state_dict is None else {"state_dict": state_dict}
     folder = Path(folder)
     module = model.module if module is None else module
     source = policy_source(model)
@@ -60,11 +63,11 @@ def save_policy(model, folder: str | Path, *, module=None, info: dict | None = N
             cfg = module.peft_config[module.active_adapter]
             if source:
                 cfg.base_model_name_or_path = source
-            module.save_pretrained(str(tmp))
+            module.save_pretrained(str(tmp), **extra)
             files = []
         else:
             kind = "full"
-            module.save_pretrained(str(tmp), safe_serialization=True)
+            module.save_pretrained(str(tmp), safe_serialization=True, **extra)
             files = []
             if getattr(module.config, "auto_map", None):
                 for f in code_files(source):

@@ -484,8 +484,9 @@ class _Run:
                 self.acc.backward(loss)
             total += float(loss.detach())
             stats.add_tokens(out)
-        norm = float(self.acc.clip_grad_norm_(self.params, self.cfg.max_grad_norm or math.inf))
-        if not math.isfinite(norm):
+        raw = self.acc.clip_grad_norm_(self.params, self.cfg.max_grad_norm or math.inf)
+        norm = math.nan if raw is None else float(raw)  # None: DeepSpeed clips inside backward, norm not yet known
+        if raw is not None and not math.isfinite(norm):
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingDiverged(f"non-finite gradient norm at step {step}, inner update {j} "
                                    f"({self.method.name})")

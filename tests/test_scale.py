@@ -370,3 +370,22 @@ def test_the_8b_lora_benchmark_runs_in_its_tiny_shape_mode():
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["shape"] == "tiny" and out["step_time_s"] > 0 and out["trainable_params"] > 0
     assert out["peak_memory_gb"] is not None
+
+
+def test_shards_cover_every_problem_once_in_order():
+    from harness.distributed import shard
+
+    for n in range(0, 9):
+        for world in (1, 2, 3, 4):
+            parts = [shard(list(range(n)), i, world) for i in range(world)]
+            assert [x for p in parts for x in p] == list(range(n))
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_the_shipped_accelerate_configs_parse():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    kinds = {name: str(load_config_from_file(str(ROOT / "configs" / f"accelerate_{name}.yaml")).distributed_type)
+             for name in ("ddp", "fsdp", "zero2")}
+    assert kinds == {"ddp": "DistributedType.MULTI_GPU", "fsdp": "DistributedType.FSDP",
+                     "zero2": "DistributedType.DEEPSPEED"}

@@ -224,7 +224,7 @@ def prepare_policy(model, spec: RunSpec) -> dict:
     out: dict = {"lora": None, "gradient_checkpointing": bool(spec.gradient_checkpointing), "autocast": None}
     if spec.lora_r is not None and spec.method != "none":
         out["lora"] = apply_lora(model, r=spec.lora_r, alpha=spec.lora_alpha, dropout=spec.lora_dropout,
-                                 targets=spec.lora_targets)
+                                 targets=spec.lora_targets, seed=spec.seed)
     if spec.gradient_checkpointing:
         out["checkpointed_blocks"] = enable_gradient_checkpointing(model.module)
     amp = autocast_dtype(spec.mixed_precision, model.device)

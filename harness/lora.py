@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from harness.seeds import derive_seed
+
 LLADA_TARGETS = ("q_proj", "k_proj", "v_proj", "attn_out", "ff_proj", "up_proj", "ff_out")
 DREAM_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -78,8 +80,11 @@ def _require_peft():
 
 
 def apply_lora(model, *, r: int, alpha: float | None = None, dropout: float = 0.0,
-               targets: str | None = None) -> dict:
-    """Wrap `model.module` in a LoRA PeftModel (only the adapters train); returns what was done."""
+               targets: str | None = None, seed: int = 0) -> dict:
+    """Wrap `model.module` in a LoRA PeftModel (only the adapters train); returns what was done.
+
+    peft draws the A matrices from torch's global generator; here that draw is seeded by `seed` (and the
+    caller's generator state restored), so a run is reproducible and every process starts identical."""
     peft = _require_peft()
     if r < 1:
         raise LoraError(f"--lora-r {r} must be >= 1")
@@ -97,7 +102,9 @@ def apply_lora(model, *, r: int, alpha: float | None = None, dropout: float = 0.
     cfg = peft.LoraConfig(r=int(r), lora_alpha=float(alpha if alpha is not None else r), lora_dropout=float(dropout),
                           target_modules=target_modules, bias="none", **kwargs)
     try:
-        wrapped = peft.get_peft_model(module, cfg)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(seed, "lora-init"))
+            wrapped = peft.get_peft_model(module, cfg)
     except ValueError as e:
         text = " ".join(str(e).split())[:200]
         raise LoraError(f"--lora-targets {targets or 'default'}: {text}; module names of {model.name}: "

@@ -389,3 +389,16 @@ def test_the_shipped_accelerate_configs_parse():
              for name in ("ddp", "fsdp", "zero2")}
     assert kinds == {"ddp": "DistributedType.MULTI_GPU", "fsdp": "DistributedType.FSDP",
                      "zero2": "DistributedType.DEEPSPEED"}
+
+
+def test_lora_initialisation_is_seeded_and_leaves_the_global_generator_alone():
+    def a_matrices(seed):
+        model = TinyBert(seed=0)
+        state = torch.random.get_rng_state()
+        apply_lora(model, r=4, seed=seed)
+        assert torch.equal(state, torch.random.get_rng_state())
+        return [p.detach().clone() for n, p in model.module.named_parameters() if "lora_A" in n]
+
+    same, again, other = a_matrices(0), a_matrices(0), a_matrices(1)
+    assert all(torch.equal(x, y) for x, y in zip(same, again))
+    assert not all(torch.equal(x, y) for x, y in zip(same, other))

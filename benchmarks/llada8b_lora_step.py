@@ -74,7 +74,7 @@ def build(args):
     import torch
     import transformers
 
-    from harness.models import LLADA_MASK_ID, DiffusionModel
+    from harness.models import LLADA_MASK_ID, DiffusionModel, _dtype_kwarg
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cfg = transformers.AutoConfig.from_pretrained(args.code, trust_remote_code=True)
@@ -85,7 +85,7 @@ def build(args):
     cfg.init_device = device
     t0 = time.perf_counter()
     with torch.device(device):
-        module = transformers.AutoModel.from_config(cfg, trust_remote_code=True, torch_dtype=dtype)
+        module = transformers.AutoModel.from_config(cfg, trust_remote_code=True, **{_dtype_kwarg(): dtype})
     module.to(device).eval()
     init_s = time.perf_counter() - t0
     eos = tokenizer.eos_token_id

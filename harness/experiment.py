@@ -122,7 +122,7 @@ def run_experiment(spec: RunSpec, base: EvalOutput | None = None) -> tuple[dict,
         # the curve's first and last points are on curve_test, a prefix of the problems that the base and
         # final evaluations score anyway (a problem's completion depends only on its own seed), so they are
         # taken from those evaluations rather than decoding the same problems twice
-        if acc.trackers:
+        if acc.log_with:  # --report-to: the trackers start here (main process), the loop logs every row
             acc.init_trackers(_safe_name(out_dir.name), config=_tracker_config(spec))
         result = train(model, task, method, train_examples, test, cfg, seed=spec.seed, out_dir=out_dir,
                        evaluate_fn=evaluate_fn, progress=train_progress, resume=spec.resume,

@@ -189,28 +189,35 @@ def test_accelerate_launch_that_got_one_process_says_so(tmp_path):
 
 
 # ---- trackers --------------------------------------------------------------------------------------------
-def test_trackers_receive_every_curve_row(one_thread, toy_task):
-    from accelerate import Accelerator
+def _list_tracker():
     from accelerate.tracking import GeneralTracker
 
     class ListTracker(GeneralTracker):
+        """accelerate's tracker interface, keeping what it is given in memory."""
+
         name, requires_logging_directory = "list", False
 
         def __init__(self):
             super().__init__()
-            self.rows = []
+            self.rows, self.config = [], None
 
         @property
         def tracker(self):
             return self.rows
 
         def store_init_configuration(self, values):
-            pass
+            self.config = dict(values)
 
         def log(self, values, step=None, **kwargs):
             self.rows.append((step, dict(values)))
 
-    tracker = ListTracker()
+    return ListTracker()
+
+
+def test_trackers_receive_every_curve_row(one_thread, toy_task):
+    from accelerate import Accelerator
+
+    tracker = _list_tracker()
     acc = Accelerator(cpu=True, log_with=[tracker])
     acc.init_trackers("test")
     model = TinyBert(seed=0)
@@ -264,6 +271,12 @@ def test_default_lora_targets_per_family(which, expected):
     assert len(wrapped) == 7 * 2  # 7 projections x 2 layers
 
 
+def _acc_with(tracker):
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=True, log_with=[tracker])
+
+
 class _VariedReward:
     """gsm8k with a reward that varies with the text, so that random-weight models get mixed groups."""
 
@@ -312,13 +325,20 @@ def _completions(folder: Path) -> list[str]:
 
 @needs_fixtures
 @pytest.mark.parametrize("which", ["dream", pytest.param("llada", marks=pytest.mark.slow)])
-def test_lora_run_exports_an_adapter_that_reproduces_the_final_metrics(tmp_path, varied_task, which):
+def test_lora_run_exports_an_adapter_that_reproduces_the_final_metrics(tmp_path, varied_task, which, monkeypatch):
     """Dream in the default suite (~15 s); LLaDA, whose 126k-token head makes the same run ~4x slower on a
     CPU, with `-m slow`."""
     from safetensors.torch import load_file
 
+    import harness.experiment
+
+    tracker = _list_tracker()  # --report-to's path, with an in-memory tracker (no tracker package needed)
+    monkeypatch.setattr(harness.experiment, "make_accelerator",
+                        lambda *a, **k: _acc_with(tracker))
     folder = LLADA if which == "llada" else DREAM
     run, s = _run(tmp_path, "lora", folder, "--lora-r", "4", "--lora-dropout", "0.05")
+    assert tracker.config["lora_r"] == 4 and [st for st, _ in tracker.rows][-1] == 1
+    assert "reward" in tracker.rows[-2][1] and "final_accuracy" in tracker.rows[-1][1]
     lora = s["scale"]["lora"]
     assert 0 < lora["trainable_params"] < lora["total_params"] / 5
     assert s["scale"]["policy"] == {"path": "policy", "kind": "adapter", "base": str(folder.resolve())}
@@ -402,3 +422,17 @@ def test_lora_initialisation_is_seeded_and_leaves_the_global_generator_alone():
     same, again, other = a_matrices(0), a_matrices(0), a_matrices(1)
     assert all(torch.equal(x, y) for x, y in zip(same, again))
     assert not all(torch.equal(x, y) for x, y in zip(same, other))
+
+
+def test_bf16_autocast_covers_every_forward_of_the_adapter(one_thread):
+    from harness.lora import autocast_dtype, use_autocast
+
+    assert autocast_dtype("auto", "cpu") is None and autocast_dtype("no", "cuda") is None
+    model = TinyBert(seed=0)
+    model.module.eval()
+    ids = torch.tensor([[3, 4, 5, 1, 1, 6]])
+    plain = model.logits(ids)
+    use_autocast(model, autocast_dtype("bf16", "cpu"))
+    cast = model.logits(ids)
+    assert plain.dtype == torch.float32 and cast.dtype == torch.bfloat16
+    assert (cast.float() - plain).abs().max() < 0.1  # the same model, in bf16 matmuls

@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace the results of another run in --out")
     s.add_argument("--protocol", default="harness", help=PROTOCOL_HELP)
     _add_detector_args(s)
+    _add_reward_args(s)
     _add_decode_args(s)
 
     s = sub.add_parser("score", help="score completions generated elsewhere")
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace the results of another run in --out")
     s.add_argument("--protocol", default="harness", help=PROTOCOL_HELP)
     _add_detector_args(s)
+    _add_reward_args(s)
 
     s = sub.add_parser("run", help="evaluate the base model, train with an RL method, evaluate again")
     # defaults live in harness.run_spec.RunSpec: a flag left out keeps the --config file's value or the default
@@ -123,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training config field (repeatable), e.g. --set lr=1e-5")
     s.add_argument("--out", help="output folder (default results/<task>__<model>__<method>__seed<S>)")
+    _add_reward_args(s)
     s.add_argument("--overwrite", action="store_true",
                    help="start over in an --out that holds another (finished or unfinished) run")
     s.add_argument("--no-progress", action="store_true")
@@ -171,16 +174,33 @@ def _add_detector_args(s) -> None:
     g.add_argument("--clip-path", help="local open_clip weights for colour classification (ViT-L-14, OpenAI)")
 
 
+def _add_reward_args(s) -> None:
+    g = s.add_argument_group("rewards (tasks/rewards.py; the metrics stay the verifier's)")
+    g.add_argument("--reward", metavar="NAME=W[,NAME=W...]",
+                   help="reward functions and weights, e.g. correct=1.0,format=0.1 or geneval=1.0,clip=0.2 "
+                   "(default: the task's; unknown names list the task's rewards)")
+    g.add_argument("--reward-model", action="append", default=[], metavar="NAME=PATH",
+                   help="local weights of a model-backed reward, e.g. clip=/models/clip-vit-large-patch14 "
+                   "(a transformers CLIP folder) or imagereward=/models/ImageReward.pt (repeatable)")
+
+
+DETECTOR_TASKS = ("geneval", "image-prompts")  # tasks that take --detector-path/--clip-path
+
+
 def _task_for(args):
-    """The task named by --task, with GenEval's detector weights when they are given."""
+    """The task named by --task, with GenEval's detector weights and the chosen rewards when given."""
     from tasks import get_task
 
     paths = {k: getattr(args, k, None) for k in ("detector_path", "clip_path")}
     given = {k: v for k, v in paths.items() if v}
-    if given and args.task != "geneval":
+    if given and args.task not in DETECTOR_TASKS:
         flags = " and ".join("--" + k.replace("_", "-") for k in given)
-        raise ValueError(f"{flags} apply to --task geneval (real images) only, not {args.task!r}")
-    return get_task(args.task, **given)
+        raise ValueError(f"{flags} apply to --task {' or '.join(DETECTOR_TASKS)} (real images) only, not {args.task!r}")
+    task = get_task(args.task, **given)
+    if getattr(args, "reward", None) or getattr(args, "reward_model", None):
+        task.check_rewards(args.reward, args.reward_model)  # names and paths first: one-line errors, no loading
+        task.use_rewards(args.reward, args.reward_model, device=getattr(args, "device", None) or "auto")
+    return task
 
 
 def _usage_errors() -> tuple[type[BaseException], ...]:
@@ -332,8 +352,8 @@ def cmd_eval(args) -> int:
     names = [n.strip() for n in args.task.split(",") if n.strip()]
     if not names or len(set(names)) != len(names):
         raise ValueError(f"--task {args.task!r}: name each task once, comma-separated (e.g. gsm8k,math)")
-    if len(names) > 1 and (args.detector_path or args.clip_path):
-        raise ValueError("--detector-path/--clip-path apply to --task geneval alone")
+    if len(names) > 1 and (args.detector_path or args.clip_path or args.reward or args.reward_model):
+        raise ValueError("--detector-path/--clip-path/--reward/--reward-model apply to one --task at a time")
     task_list = [_task_for(argparse.Namespace(**{**vars(args), "task": n})) if len(names) == 1 else get_task(n)
                  for n in names]
     data = _data_per_task(args.data, names)
@@ -436,6 +456,11 @@ def cmd_lm_eval(argv: list[str]) -> int:
         lm_eval_main.cli_evaluate()
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    except _usage_errors() as e:  # our model's own bad input (a model folder, model_args): one line
+        if os.environ.get("HARNESS_DEBUG"):
+            raise
+        print(f"harness lm-eval: error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
+        return 2
     finally:
         sys.argv = saved
     return 0

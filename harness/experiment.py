@@ -65,6 +65,11 @@ def run_experiment(spec: RunSpec, base: EvalOutput | None = None) -> tuple[dict,
     t0 = time.perf_counter()
     spec.check()
     task = get_task(spec.task)
+    out_dir = spec.run_dir()
+    # processes first (each loads its models onto its own device), then the rewards and the policy
+    acc, main, scale = _processes(spec, out_dir)
+    rewards = task.use_rewards(spec.rewards, spec.reward_models,  # tasks/rewards.py
+                               device=process_device(acc, spec.device) if acc.num_processes > 1 else spec.device)
     method = spec.method
     overrides = dict(spec.overrides)
     if task.embedded:
@@ -75,9 +80,6 @@ def run_experiment(spec: RunSpec, base: EvalOutput | None = None) -> tuple[dict,
         if method != "none" and not spec.train_data and not task.hub_id:
             raise ValueError(f"task {task.name!r} needs --train-data FILE for RL training")
         train_examples = task.load(spec.train_data, split="train") if method != "none" else []
-    out_dir = spec.run_dir()
-    # processes first (each loads onto its own device), then the model and its LoRA/precision set-up
-    acc, main, scale = _processes(spec, out_dir)
     model = load_model_for(task, spec.model, process_device(acc, spec.device), spec.dtype)
     scale.update(prepare_policy(model, spec))
     decode = DecodeConfig.from_task(task, **spec.decode) if model.decodes else None
@@ -175,6 +177,10 @@ def run_experiment(spec: RunSpec, base: EvalOutput | None = None) -> tuple[dict,
                    "steps": spec.steps, "limit": spec.limit, "eval_split": spec.eval_split or "test",
                    "data": spec.data, "overrides": dict(spec.overrides), "method_config": method_config},
         "run_spec": spec.record(),  # `harness run --config summary.json --out NEW` replays the run
+        # the training reward: weights, model paths, and each weighted term's mean per RL step (curve.csv's
+        # reward_<name> columns); the metrics above are the verifier's, never a reward
+        "rewards": {**rewards.record(), "terms_per_step": {
+            name: [row.get(f"reward_{name}") for row in curve if row.get("step")] for name in rewards.weights}},
         "processes": {**process_info(acc), "eval_sharded": acc.num_processes > 1,
                       "prompts_per_process": train_info.get("prompts_per_process"),
                       "completions_per_process": train_info.get("completions_per_process"),

@@ -41,6 +41,10 @@ class RunSpec:
     eval_split: str = "test"  # embedded tasks: test, or validation when choosing settings
     checkpoint_every: int | None = None  # None = TrainConfig.checkpoint_every (its default lives there)
     overrides: dict = field(default_factory=dict)  # `--set KEY=VALUE`: TrainConfig or method-config fields
+    # `--reward NAME=W,...`: the reward functions and weights of training (tasks/rewards.py); {} = the task's
+    # `default_rewards`. `--reward-model NAME=PATH`: local weights of model-backed rewards (clip, imagereward)
+    rewards: dict = field(default_factory=dict)
+    reward_models: dict = field(default_factory=dict)
     out: str | None = None  # run folder; None = <results>/<run_dir_name(...)>
     results: str = "results"  # where the default run folder goes
     resume: bool = False
@@ -67,6 +71,10 @@ class RunSpec:
                              else f"{source}: no `task` in the run spec")
         if not isinstance(values.get("overrides", {}), dict):
             raise ValueError(f"{source}: `overrides` must be an object of KEY: VALUE")
+        from tasks.rewards import parse_models, parse_weights
+
+        values = {**values, "rewards": parse_weights(values.get("rewards")),  # also "a=1,b=0.5" in a file
+                  "reward_models": parse_models(values.get("reward_models"))}
         return cls(**values)
 
     @classmethod
@@ -113,6 +121,12 @@ class RunSpec:
         if not values.get("method"):
             raise ValueError("--method is required (an RL method, or `none`), unless --config names one")
         values["overrides"] = {**base.get("overrides", {}), **parse_overrides(getattr(args, "set", None) or [])}
+        if getattr(args, "reward", None):  # given on the command line: replaces the file's choice
+            values["rewards"] = args.reward
+        if getattr(args, "reward_model", None):
+            from tasks.rewards import parse_models
+
+            values["reward_models"] = {**base.get("reward_models", {}), **parse_models(args.reward_model)}
         return cls.from_dict(values, source="harness run")
 
     def with_(self, **changes: Any) -> RunSpec:
@@ -125,7 +139,7 @@ class RunSpec:
         from harness.models import check_model_name
         from tasks import get_task
 
-        get_task(self.task)
+        get_task(self.task).check_rewards(self.rewards, self.reward_models)
         if self.method != "none":
             from trainers import METHODS
 

@@ -19,7 +19,22 @@ tokens to a left-padded prompt and unmasks them with one of three samplers (`cfg
 
 Every decoder records the 0-based step at which each completion token was committed (`commit_step`,
 TraceRL replays it) and counts model calls (`nfe`: one per forward over the batch, two with CFG). NFE
-is fixed by the config: there is no early exit.
+is fixed by the config (there is no early exit), except with the fast options below.
+
+Fast decoding (low_confidence only; Fast-dLLM, Wu et al. 2025, arXiv 2505.22618), all off by default:
+* `threshold=t` - within the current block, each step commits every masked position whose confidence
+  (the probability of its sampled token, normalised as below) is >= t, and at least the most confident
+  one, so the number of model calls adapts to the model's certainty (`steps` is then unused; at most
+  `block_length` steps per block). `factor=f` - Fast-dLLM's factor rule instead: the n most confident
+  positions, n the largest with (n+1)(1 - c_(n)) <= f. Each row counts its own steps: `commit_step[b]`
+  is the step of row b (a row that finished its block waits for the batch without counting steps), so
+  commit steps are 0..(that row's steps - 1) and do not depend on the batch; `nfe` counts the batch's
+  forwards. Blocks stay batch-synchronous.
+* `cache=prefix|dual` - approximate KV cache (harness.kv_cache): the first step of each block is one
+  full forward whose keys/values are stored; later steps of the block run only the block plus the suffix
+  after it (`prefix`) or only the block (`dual`) against them. Only for models whose forward the
+  harness controls (the embedded tiny RoFormer); other families get a one-line error.
+With every fast option off, `generate` runs exactly the code it ran before they existed (bit for bit).
 
 Randomness: one `torch.Generator` per row, seeded from `seeds`. A row draws only from its own generator,
 and how much it draws depends only on its own state, so a row decodes the same in any batch (given a
@@ -67,6 +82,10 @@ class DecodeConfig:
     alg: str = "entropy"  # dream only: entropy | maskgit_plus | topk_margin | origin (Dream's `alg`)
     alg_temp: float = 0.0  # dream only: 0 = commit the most confident; >0 = sample positions by softmax(conf/alg_temp)
     eps: float = 1e-3  # dream only: the schedule runs t from 1 down to eps in `steps` steps
+    # ---- fast decoding (low_confidence only; see "Fast decoding" in the module docstring)
+    threshold: float | None = None  # commit every masked block position with probability >= threshold (>= 1/step)
+    factor: float | None = None  # Fast-dLLM's factor rule: the largest n with (n+1)(1 - c_(n)) <= factor
+    cache: str = "none"  # none | prefix | dual: approximate KV cache (harness.kv_cache), refreshed per block
 
     def __post_init__(self):
         self.check()
@@ -101,6 +120,7 @@ class DecodeConfig:
         if self.cfg_scale < 0:
             raise ValueError(f"cfg_scale={self.cfg_scale} must be >= 0 (0 = no guidance)")
         L, T = self.gen_length, self.steps
+        self._check_fast()
         if self.sampler == "dream":
             if self.alg not in DREAM_ALGS:
                 raise ValueError(f"unknown alg {self.alg!r} for the dream sampler; choose one of {', '.join(DREAM_ALGS)}")
@@ -127,6 +147,28 @@ class DecodeConfig:
             near = sorted(sorted(valid, key=lambda m: abs(m - T))[:4])
             raise ValueError(f"steps={T} is not a multiple of num_blocks={nb} (gen_length={L} / "
                              f"block_length={self.block_length}); valid steps nearby: {near}")
+
+    @property
+    def fast(self) -> bool:
+        """True when the decoder runs the fast path (threshold/factor rule or a KV cache)."""
+        return self.threshold is not None or self.factor is not None or self.cache != "none"
+
+    def _check_fast(self) -> None:
+        from harness.kv_cache import CACHES
+
+        if self.cache not in CACHES:
+            raise ValueError(f"unknown cache {self.cache!r}; choose one of {', '.join(CACHES)}")
+        if self.threshold is not None and not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold={self.threshold} must lie in (0, 1] (a probability; Fast-dLLM uses 0.9)")
+        if self.factor is not None and not (self.factor > 0 and math.isfinite(self.factor)):
+            raise ValueError(f"factor={self.factor} must be a finite number > 0 (Fast-dLLM uses 1)")
+        if self.threshold is not None and self.factor is not None:
+            raise ValueError("give threshold or factor, not both")
+        if self.fast and self.sampler != "low_confidence":
+            raise ValueError(f"threshold, factor and cache apply to the low_confidence sampler only, "
+                             f"not {self.sampler!r}")
+        if (self.threshold is not None or self.factor is not None) and self.remasking != "low_confidence":
+            raise ValueError("threshold and factor rank positions by confidence; use remasking=low_confidence")
 
 
 @dataclass
@@ -164,6 +206,12 @@ def generate(model, prompt_ids, attention_mask, cfg: DecodeConfig, seeds=None, t
                    torch.full((B, L), mask_id, dtype=torch.long, device=device)], dim=1)  # (B, P+L)
     gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
     decoder = _DECODERS[cfg.sampler]
+    if cfg.fast:
+        decoder = _low_confidence_fast
+        if cfg.cache != "none":
+            from harness.kv_cache import cached_forward
+
+            cached_forward(model, cfg.cache)  # CacheUnsupported (one line) for remote-code families
     # no_grad, not inference_mode: inference tensors cannot be saved for backward, and trainers feed
     # these sequences straight into training forwards.
     with torch.no_grad():
@@ -205,13 +253,18 @@ class _Run:
     mask_id: int
     nfe: int = 0
 
-    def forward(self) -> torch.Tensor:
-        """Logits of the completion part: (B, L, V), or (2B, L, V) = [cond; uncond] with CFG."""
+    def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's input (B, P+L) and attention mask, or [cond; uncond] (2B, P+L) with CFG."""
         x, attn = self.x, self.attn
         if self.cfg.cfg_scale > 0:
             uncond = x.clone()  # (B, P+L)
             uncond[:, :self.P] = self.mask_id
             x, attn = torch.cat([x, uncond]), torch.cat([attn, attn])  # (2B, P+L)
+        return x, attn
+
+    def forward(self) -> torch.Tensor:
+        """Logits of the completion part: (B, L, V), or (2B, L, V) = [cond; uncond] with CFG."""
+        x, attn = self.inputs()
         self.nfe += 2 if self.cfg.cfg_scale > 0 else 1
         return self.model.logits(x, attn)[:, self.P:]
 
@@ -355,6 +408,130 @@ def _low_confidence(run: _Run):
             conf = run.uniform(masked.sum(1).tolist()) if random else logp  # (M,)
             run.commit_top(window, masked, ids, conf, k, commit_step, step)
             step += 1
+    return commit_step, run.nfe
+
+
+class _BlockCache:
+    """Block logits through harness.kv_cache: a full forward (cache refresh) at a block's first step,
+    then the block and the suffix after it (`prefix`) or the block alone (`dual`) against stored keys/values."""
+
+    def __init__(self, run: _Run):
+        from harness.kv_cache import cached_forward
+
+        self.forward_fn = cached_forward(run.model, run.cfg.cache)
+        self.kv = None
+
+    def logits(self, run: _Run, window: slice, refresh: bool, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(B' or 2B', Lb, V) logits of the completion positions `window`; rows (B',) = the batch rows to
+        run (default all; a refresh always runs all)."""
+        x, attn = run.inputs()  # (B or 2B, S)
+        run.nfe += 2 if run.cfg.cfg_scale > 0 else 1
+        a, e = run.P + window.start, run.P + window.stop
+        if refresh or self.kv is None:
+            logits, self.kv = self.forward_fn(x, attn, rows=slice(a, e))
+            return logits
+        kv = self.kv
+        if rows is not None:
+            sub = _input_rows(rows, run)
+            x, attn = x[sub], attn[sub]
+            kv = [(k[sub], v[sub]) for k, v in kv]
+        stop = e if run.cfg.cache == "dual" else x.shape[1]
+        logits, _ = self.forward_fn(x[:, a:stop], attn, start=a, kv=kv, rows=slice(0, e - a))
+        return logits
+
+
+def _input_rows(rows: torch.Tensor, run: _Run) -> torch.Tensor:
+    """Indices of the model-input rows of batch rows `rows` ([cond; uncond] with CFG)."""
+    B = run.x.shape[0]
+    return torch.cat([rows, rows + B]) if run.cfg.cfg_scale > 0 else rows
+
+
+def _scatter_rows(sub: torch.Tensor, rows: torch.Tensor, run: _Run) -> torch.Tensor:
+    """Logits of some input rows -> a tensor over all input rows (zeros elsewhere; those rows select nothing)."""
+    n = run.x.shape[0] * (2 if run.cfg.cfg_scale > 0 else 1)
+    full = sub.new_zeros((n, *sub.shape[1:]))
+    full[_input_rows(rows, run)] = sub
+    return full
+
+
+def _adaptive_commit(masked: torch.Tensor, logp: torch.Tensor, cfg: DecodeConfig) -> torch.Tensor:
+    """(B, N) bool: which masked positions to commit under the threshold or factor rule.
+
+    masked (B, N) bool; logp (M,) log-probability of the sampled token at each masked position (row-major).
+    Every row with a masked position commits at least its most confident one. Threshold: also every
+    position whose probability is >= threshold. Factor (Fast-dLLM): the n most confident, n the largest
+    count such that (n+1)(1 - c_(n)) <= factor, c_(n) the n-th highest probability.
+    """
+    B, N = masked.shape
+    conf = torch.full((B, N), -math.inf, dtype=torch.float64, device=masked.device)  # (B, N)
+    conf[masked] = logp.double()
+    top = conf.argmax(1, keepdim=True)  # (B, 1)
+    commit = torch.zeros_like(masked).scatter_(1, top, True) & masked  # (B, N)
+    if cfg.threshold is not None:
+        return commit | (masked & (conf >= math.log(cfg.threshold)))
+    order = conf.sort(dim=1, descending=True, stable=True).indices  # (B, N)
+    p = conf.gather(1, order).exp()  # (B, N) sorted probabilities, 0 past the masked ones
+    n = torch.arange(1, N + 1, device=masked.device, dtype=torch.float64)  # (N,)
+    ok = ((n + 1) * (1 - p) <= cfg.factor) & (p > 0)  # (B, N)
+    count = (ok.long() * n.long()).amax(1).clamp(min=1)  # (B,) largest n passing
+    picked = torch.zeros_like(masked).scatter_(1, order, n.long()[None, :].expand(B, N) <= count[:, None])
+    return commit | (picked & masked)
+
+
+def _low_confidence_fast(run: _Run):
+    """The low_confidence decoder with a threshold/factor rule and/or a KV cache (module docstring).
+
+    Blocks are batch-synchronous: the batch moves to the next block when no row has a masked position
+    left in the current one; a row that finished early waits (no forward input changes, no steps counted).
+    Without a rule, each block runs the fixed LLaDA schedule (one global step counter, as `_low_confidence`).
+    With a rule, each row counts its own steps (those in which it had something to commit), so a row's
+    tokens and commit steps do not depend on the batch it was decoded in.
+    """
+    cfg, B = run.cfg, run.x.shape[0]
+    Lb, dev = cfg.block_length, run.x.device
+    adaptive = cfg.threshold is not None or cfg.factor is not None
+    ks = low_confidence_schedule(Lb, cfg.steps // cfg.num_blocks)
+    commit_step = torch.full((B, cfg.gen_length), -1, dtype=torch.long, device=dev)  # (B, L)
+    row_step = torch.zeros(B, dtype=torch.long, device=dev)  # (B,) adaptive: each row's own step count
+    cache = _BlockCache(run) if cfg.cache != "none" else None
+    comp = run.x[:, run.P:]  # (B, L) view: writing it writes x
+    random = cfg.remasking == "random"
+    step = 0
+    for b in range(cfg.num_blocks):
+        window = slice(b * Lb, (b + 1) * Lb)
+        i = 0
+        while True:
+            masked = comp[:, window] == run.mask_id  # (B, Lb)
+            if (adaptive and not bool(masked.any())) or (not adaptive and i == len(ks)):
+                break
+            # rows that finished the block wait: only the others are run (a row's logits do not depend
+            # on the other rows, so this changes no output, only the cost)
+            live = masked.any(1)  # (B,)
+            rows = None if bool(live.all()) else live.nonzero().squeeze(1)
+            if cache is not None:
+                raw = cache.logits(run, window, refresh=i == 0, rows=rows)  # (B' or 2B', Lb, V)
+            elif rows is None:
+                raw = run.forward()[:, window]
+            else:
+                x, attn = run.inputs()
+                sub = _input_rows(rows, run)
+                run.nfe += 2 if cfg.cfg_scale > 0 else 1
+                raw = run.model.logits(x[sub], attn[sub])[:, run.P:][:, window]
+            if rows is not None and not (cache is not None and i == 0):
+                raw = _scatter_rows(raw, rows, run)  # (B or 2B, Lb, V)
+            ids, logp = run.sample(raw, masked, with_logp=not random)  # (M,), (M,)
+            if adaptive:
+                commit = _adaptive_commit(masked, logp, cfg)  # (B, Lb)
+                cand = torch.full_like(masked, run.mask_id, dtype=torch.long)  # (B, Lb)
+                cand[masked] = ids
+                comp[:, window][commit] = cand[commit]
+                commit_step[:, window][commit] = row_step[:, None].expand(B, Lb)[commit]
+                row_step += masked.any(1).long()
+            else:
+                conf = run.uniform(masked.sum(1).tolist()) if random else logp  # (M,)
+                run.commit_top(window, masked, ids, conf, ks[i], commit_step, step)
+                step += 1
+            i += 1
     return commit_step, run.nfe
 
 

@@ -4,8 +4,11 @@ A task is one file that subclasses `Task`. It owns:
   * its examples (`Example`: id, prompt, reference, gold solution),
   * its prompt template (`format_prompt`),
   * answer extraction (`extract`) and a pure verifier (`verify` -> True / False / None),
-  * its reward (`reward` -> `RewardOutput(total, success, terms)`), which reuses the verifier, and
-  * its metrics (`metrics` over the scored samples).
+  * its check of one completion (`check` -> `Check(verdict, extracted, extra, facts)`), which runs the
+    verifier once and keeps what reward functions read,
+  * the reward functions it offers (`reward_functions`) and their default weights (`default_rewards`):
+    a run may choose others (`use_rewards`; tasks/rewards.py), and
+  * its metrics (`metrics` over the scored samples), from the verifier's verdicts, never from rewards.
 
 `verify` returns None when a completion cannot be scored (for example a code runner failure that is
 not the program's fault); None is counted separately and never silently becomes a zero.
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar, get_args, get_origin
 
 from harness.registry import Registry
+from tasks.rewards import RewardFn, Rewards, check_choice, parse_models, parse_weights
 
 
 class DataError(ValueError):
@@ -48,7 +52,19 @@ class Example:
 class RewardOutput:
     total: float
     success: bool | None  # the verifier's verdict; None = cannot be scored
-    terms: dict[str, float] = field(default_factory=dict)  # named shaping terms, summing to `total`
+    terms: dict[str, float] = field(default_factory=dict)  # weighted reward terms, summing to `total`
+
+
+@dataclass
+class Check:
+    """The verifier's run on one completion: the verdict and what `samples.jsonl` shows of it (`extracted`,
+    `extra`), plus `facts` that the task's reward functions read (not saved), e.g. the fraction of tests
+    passed, so that rewards never run the program or the parser a second time."""
+
+    verdict: bool | None
+    extracted: Any = None
+    extra: dict = field(default_factory=dict)
+    facts: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -92,6 +108,10 @@ class Task:
     pretrain_seconds: ClassVar[float | None] = None  # default time budget
     pretrain_config: ClassVar[dict[str, Any]] = {}  # PretrainConfig fields of its own (shapes: a lower lr)
     tiny_tokens: ClassVar[tuple[str, ...]] = ()  # strings the tiny tokenizer keeps as one token each
+    # ---- rewards (tasks/rewards.py): name -> weight of the reward functions a run uses unless it chooses
+    # (`harness run --reward NAME=W,...`); the defaults reproduce each task's reward of before issue 22
+    default_rewards: ClassVar[dict[str, float]] = {}
+    _rewards: Rewards | None = None  # set by `use_rewards` (per instance)
     # ---- optional abilities (the methods below say what they do when a task lacks them)
     supports_fewshot: ClassVar[bool] = False  # `set_fewshot` works: `harness eval --num-fewshot K`
     reads_prediction_folders: ClassVar[bool] = False  # `predictions_from_folder` works: `harness score` on a folder
@@ -147,8 +167,45 @@ class Task:
     def verify(self, completion: str, reference: Any) -> bool | None:
         raise NotImplementedError
 
-    def reward(self, completion: str, reference: Any) -> RewardOutput:
-        raise NotImplementedError
+    def check(self, completion: Any, example: Example) -> Check:
+        """Run the verifier on one completion (default: `verify` and `extract`)."""
+        return Check(self.verify(completion, example.reference), self.extract(completion))
+
+    def check_many(self, completions: Sequence[Any], examples: Sequence[Example], workers: int = 0) -> list[Check]:
+        """`check` on every pair; `workers` > 1 runs them in parallel (code tasks run programs)."""
+        if workers and workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                return list(pool.map(self.check, completions, examples))
+        return [self.check(c, e) for c, e in zip(completions, examples)]
+
+    # ---- rewards --------------------------------------------------------------------------------
+    def reward_functions(self) -> dict[str, RewardFn]:
+        """Every reward this task offers, by name (`harness run --reward NAME=WEIGHT,...` chooses)."""
+        return {}
+
+    def use_rewards(self, weights: Any = None, models: Any = None, device: str = "cpu") -> Rewards:
+        """Score with these rewards from now on: `weights` as `{name: w}` or `"a=1,b=0.5"` (empty or None =
+        `default_rewards`), `models` as `{name: local path}` for model-backed rewards (loaded here)."""
+        w = parse_weights(weights) or dict(self.default_rewards)
+        self._rewards = Rewards(self.name, self.reward_functions(), w, parse_models(models), device)
+        return self._rewards
+
+    def check_rewards(self, weights: Any = None, models: Any = None) -> None:
+        """The checks of `use_rewards` that load nothing: names, weights, model paths (one-line errors)."""
+        w = parse_weights(weights) or dict(self.default_rewards)
+        check_choice(self.name, self.reward_functions(), w, parse_models(models))
+
+    @property
+    def rewards(self) -> Rewards:
+        """The rewards in use (the defaults until `use_rewards` chooses others)."""
+        if self._rewards is None:
+            self.use_rewards()
+        return self._rewards
+
+    def reward(self, completion: Any, example: Example) -> RewardOutput:
+        """The reward of one completion (the same path as `score`)."""
+        s = self.score(completion, example)
+        return RewardOutput(total=s.reward, success=s.verdict, terms=s.terms)
 
     # ---- optional abilities -------------------------------------------------------------------
     def set_fewshot(self, examples: Sequence[Example]) -> None:
@@ -167,17 +224,22 @@ class Task:
         """The image codebook's tokens, in id order (image tasks that the tiny model is pretrained for)."""
         raise ValueError(f"image task {self.name!r} has no codebook_tokens(); the tiny model needs its codebook")
 
-    def score(self, completion: str, example: Example) -> Scored:
-        r = self.reward(completion, example.reference)
-        return Scored(id=example.id, completion=completion, extracted=self.extract(completion),
-                      verdict=r.success, reward=r.total, terms=r.terms)
+    # raw (unweighted) reward values go into each row's `extra["rewards"]` (tasks whose metrics are rewards)
+    records_raw_rewards: ClassVar[bool] = False
 
-    def score_many(self, completions: Sequence[str], examples: Sequence[Example], workers: int = 0) -> list[Scored]:
-        """Score pairs; tasks whose verifier runs programs pass `workers` > 1 to run them in parallel."""
-        if workers and workers > 1:
-            with ThreadPoolExecutor(workers) as pool:
-                return list(pool.map(self.score, completions, examples))
-        return [self.score(c, e) for c, e in zip(completions, examples)]
+    def score(self, completion: Any, example: Example) -> Scored:
+        return self.score_many([completion], [example])[0]
+
+    def score_many(self, completions: Sequence[Any], examples: Sequence[Example], workers: int = 0) -> list[Scored]:
+        """Check every pair (`check_many`), then apply the rewards in use: one `Scored` per completion."""
+        checks = self.check_many(completions, examples, workers)
+        values = self.rewards(examples, completions, checks)
+        out = []
+        for c, ex, ch, (total, terms, raw) in zip(completions, examples, checks, values):
+            extra = {**ch.extra, "rewards": raw} if self.records_raw_rewards else ch.extra
+            out.append(Scored(id=ex.id, completion=c if isinstance(c, str) else f"<{type(c).__name__}>",
+                              extracted=ch.extracted, verdict=ch.verdict, reward=total, terms=terms, extra=extra))
+        return out
 
     def score_report(self, scored: Sequence[Scored]) -> dict:
         """Task-specific counts for the summary's `report` (e.g. the math task's check statuses)."""

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks import shapes
-from tasks.base import TASKS, DataError, Example, RewardOutput, Scored, Task
+from tasks.base import TASKS, Check, DataError, Example, Scored, Task
 from tasks.geneval_rules import (  # noqa: F401 (the rules are part of this module's interface)
     COLORS,
     COUNTING_THRESHOLD,
@@ -63,6 +63,8 @@ from tasks.geneval_rules import (  # noqa: F401 (the rules are part of this modu
     require_path,
     summarize,
 )
+from tasks.image_rewards import image_reward_functions
+from tasks.rewards import RewardFn, per_item
 
 
 def score_image(image: Any, metadata: dict, detector: Detector | None = None) -> Verdict:
@@ -217,6 +219,7 @@ class GenevalTask(Task):
     default_data_hint = "../shared/data/geneval_metadata.jsonl"
     fields = {"tag": str, "prompt": str, "include": list}
     optional_fields = {"exclude": list}
+    default_rewards = {"geneval": 1.0}
 
     def __init__(self, detector: Detector | None = None, detector_path: str | None = None,
                  clip_path: str | None = None, device: str | None = None):
@@ -246,16 +249,17 @@ class GenevalTask(Task):
     def verify(self, completion: Any, reference: dict) -> bool | None:
         return self.judge(completion, reference).correct
 
-    def reward(self, completion: Any, reference: dict) -> RewardOutput:
-        ok = self.verify(completion, reference)
-        return RewardOutput(total=float(ok), success=ok, terms={"geneval": float(ok)})
-
-    def score(self, completion: Any, example: Example) -> Scored:
+    def check(self, completion: Any, example: Example) -> Check:
         v = self.judge(completion, example.reference)
-        text = completion if isinstance(completion, str) else f"<{type(completion).__name__}>"
-        return Scored(id=example.id, completion=text, extracted=None, verdict=v.correct, reward=float(v.correct),
-                      terms={"geneval": float(v.correct)}, extra={"tag": example.reference["tag"],
-                                                                  "reasons": list(v.reasons)})
+        return Check(v.correct, None, extra={"tag": example.reference["tag"], "reasons": list(v.reasons)},
+                     facts={"clauses": v.clause_fraction})
+
+    def reward_functions(self) -> dict[str, RewardFn]:
+        """`geneval` (1 when the image satisfies its metadata by GenEval's rules), and `clip`, `imagereward`
+        (tasks/image_rewards.py)."""
+        return {"geneval": per_item("geneval", lambda ex, c, k: float(bool(k.verdict)),
+                                    "1 when the image satisfies the prompt's GenEval metadata"),
+                **image_reward_functions(self.to_image)}
 
     def metrics(self, scored: Sequence[Scored], examples: Sequence[Example]) -> tuple[dict, dict]:
         tag = {str(ex.id): ex.reference["tag"] for ex in examples}

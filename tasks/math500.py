@@ -22,7 +22,8 @@ summary counts them (`report.math_check`), and a timed-out or screened answer co
 On the 500 MATH500 gold answers, their worked solutions and d1's published LLaDA generations the
 verdicts are those of the former in-process scorer (tests/test_math_check.py).
 
-Reward (DESIGN section 6): `correct` 2.0 when equivalent, `format` 0.5 when a boxed answer is present.
+Rewards (tasks/rewards.py; each 1 or 0): `correct` when equivalent, `format` when a boxed answer is present;
+default weights (DESIGN section 6): correct 2.0, format 0.5.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from tasks import math_check
-from tasks.base import TASKS, Example, RewardOutput, Scored, Task
+from tasks.base import TASKS, Check, Example, Scored, Task
 from tasks.extract import last_boxed
+from tasks.rewards import RewardFn, per_item
 
 CORRECT_REWARD, FORMAT_REWARD = 2.0, 0.5
 
@@ -62,6 +64,7 @@ class MATH500(Task):
     gen_defaults = {"gen_length": 256, "block_length": 32, "steps": 128}
     fields = {"problem": str, "solution": str, "answer": str}
     optional_fields = {"unique_id": (str, int), "subject": str, "level": (int, str)}
+    default_rewards = {"correct": CORRECT_REWARD, "format": FORMAT_REWARD}
 
     def __init__(self, deadline_s: float | None = None):
         if deadline_s is not None and not (0 < float(deadline_s) < float("inf")):
@@ -83,33 +86,27 @@ class MATH500(Task):
     def verify(self, completion: str, reference: Any) -> bool:
         return math_equal(last_boxed(completion), str(reference), self.deadline_s)
 
-    def reward(self, completion: str, reference: Any) -> RewardOutput:
-        answer = last_boxed(completion)
-        return self._reward(answer, math_check.check(answer, str(reference), self.deadline_s))
+    def check(self, completion: str, example: Example) -> Check:
+        return self.check_many([completion], [example])[0]
 
-    @staticmethod
-    def _reward(answer: str | None, check: math_check.Check) -> RewardOutput:
-        terms = {"correct": CORRECT_REWARD if check.equal else 0.0,
-                 "format": FORMAT_REWARD if answer is not None else 0.0}
-        return RewardOutput(total=sum(terms.values()), success=check.equal, terms=terms)
-
-    def score(self, completion: str, example: Example) -> Scored:
-        return self.score_many([completion], [example])[0]
-
-    def score_many(self, completions: Sequence[str], examples: Sequence[Example], workers: int = 0) -> list[Scored]:
+    def check_many(self, completions: Sequence[str], examples: Sequence[Example], workers: int = 0) -> list[Check]:
         """All checks in one batch through the worker pool (see the module docstring); `workers` is unused."""
         answers = [last_boxed(c) for c in completions]
         checks = math_check.check_many([(a, str(ex.reference)) for a, ex in zip(answers, examples)],
                                        self.deadline_s)
         out = []
-        for completion, ex, answer, check in zip(completions, examples, answers, checks):
-            r = self._reward(answer, check)
+        for answer, check in zip(answers, checks):
             extra = {"check": check.status}
             if check.reason:
                 extra["check_reason"] = check.reason
-            out.append(Scored(id=ex.id, completion=completion, extracted=answer, verdict=r.success,
-                              reward=r.total, terms=r.terms, extra=extra))
+            out.append(Check(check.equal, answer, extra=extra))
         return out
+
+    def reward_functions(self) -> dict[str, RewardFn]:
+        return {"correct": per_item("correct", lambda ex, c, k: float(bool(k.verdict)),
+                                    "1 when the boxed answer is equivalent to the reference (math-verify)"),
+                "format": per_item("format", lambda ex, c, k: float(k.extracted is not None),
+                                   "1 when the completion has a \\boxed{} answer")}
 
     def score_report(self, scored: Sequence[Scored]) -> dict:
         """How each answer's check ended, over all scored rows (`timeout` includes screened answers)."""

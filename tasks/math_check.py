@@ -13,8 +13,9 @@ from any thread — goes through `check_many` here:
    import only math-verify, never torch or the harness, and need no fork of the parent), talking JSON
    lines over pipes. Each answer has a deadline (`MDRL_MATH_DEADLINE_S`, default 0.5 s, or the task's
    `deadline_s`) counted in the worker's CPU time (read from /proc; wall time where /proc is missing),
-   so that a busy machine does not change verdicts; a wall-clock backstop of max(3 x deadline,
-   deadline + 2 s) bounds the wait either way. A worker that passes it is killed and replaced; the answer
+   so that a busy machine does not change verdicts; a wall-clock backstop of max(20 x deadline,
+   deadline + 10 s) bounds the wait either way (generous: at a load of ~15 on 2 cores a 0.5 s deadline
+   with a 2.5 s backstop turned a gold answer into a timeout). A worker that passes it is killed and replaced; the answer
    gets status `timeout` (reason `deadline ...`) and counts as not equal. Workers are started lazily,
    in parallel, import and warm up before their first answer (start-up is not charged to it), and are
    shared by every thread of the process (`MDRL_MATH_WORKERS`, default min(4, CPU count)); they are
@@ -361,7 +362,7 @@ class MathPool:
         todo = deque(range(len(pairs)))
         if not todo:
             return []
-        backstop = max(3 * deadline_s, deadline_s + 2.0)
+        backstop = max(20 * deadline_s, deadline_s + 10.0)  # wall time only guards a worker that stops using CPU
         workers = self._acquire(min(len(todo), self.size))
         try:
             while todo or any(w.item is not None for w in workers):

@@ -10,8 +10,9 @@ Code extraction: `tasks.extract.extract_code` (the first python/unlabelled markd
 completion). The program runs in `harness.sandbox.run_tests` with the row's `test_imports` as trusted setup
 and each assert as one test.
 
-Reward: `tests` = fraction of the tests passed (0..1), `format` = 0.1 when the extracted code parses as
-Python (so a syntactically valid attempt beats garbage even when every test fails); total <= 1.1.
+Rewards (tasks/rewards.py): `tests` = fraction of the tests passed (0..1), `format` = 1 when the extracted
+code parses as Python (so a syntactically valid attempt beats garbage even when every test fails); default
+weights tests 1.0, format 0.1 (total <= 1.1).
 `success` = every test passed; None when the sandbox itself failed (`status == "sandbox_error"`).
 Metrics: pass@k (unbiased estimator) over problems; see `code_metrics`.
 """
@@ -24,8 +25,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from tasks.base import TASKS, DataError, Example, RewardOutput, Scored, Task
+from tasks.base import TASKS, Check, DataError, Example, Scored, Task
 from tasks.extract import extract_code
+from tasks.rewards import RewardFn, per_item
 
 FORMAT_REWARD = 0.1
 UNSCORABLE = ("sandbox_error", "bad_test")  # runner statuses that are not the program's fault
@@ -103,9 +105,18 @@ def trusted_names(reference_code: str, tests: list[str], setup: str = "") -> tup
     return names or None, "\n".join(imports)
 
 
-def code_reward(code: str, success: bool | None, fraction: float) -> RewardOutput:
-    terms = {"tests": fraction, "format": FORMAT_REWARD if parses(code) else 0.0}
-    return RewardOutput(total=sum(terms.values()), success=success, terms=terms)
+CODE_REWARDS = {"tests": 1.0, "format": FORMAT_REWARD}  # the default weights of the code tasks
+
+
+def code_check(code: str, success: bool | None, fraction: float, details: dict) -> Check:
+    """A code task's check: `extracted` is the program run, `extra` the runner's details."""
+    return Check(success, code, extra=details, facts={"fraction": fraction, "parses": parses(code)})
+
+
+def code_reward_functions() -> dict[str, RewardFn]:
+    return {"tests": per_item("tests", lambda ex, c, k: k.facts["fraction"], "the fraction of tests passed (0..1)"),
+            "format": per_item("format", lambda ex, c, k: float(k.facts["parses"]),
+                               "1 when the extracted code parses as Python")}
 
 
 def code_metrics(scored: Sequence[Scored], ks: Sequence[int] = (1, 5, 10, 100)) -> tuple[dict, dict]:
@@ -142,6 +153,7 @@ class MBPP(Task):
     scoring_workers = 4  # programs scored in parallel by `score_many` (each runs in its own subprocess)
     fields = {"task_id": (int, str), "prompt": str, "code": str, "test_list": list[str]}
     optional_fields = {"test_imports": list[str]}
+    default_rewards = CODE_REWARDS
 
     def to_example(self, record: dict, index: int) -> Example:
         if not record["test_list"]:
@@ -159,27 +171,22 @@ class MBPP(Task):
         return extract_code(completion)
 
     def verify(self, completion: str, reference: Any) -> bool | None:
-        return self.reward(completion, reference).success
-
-    def reward(self, completion: str, reference: Any) -> RewardOutput:
-        code = extract_code(completion)
-        success, fraction, _ = self._run(code, reference)
-        return code_reward(code, success, fraction)
+        return self._run(extract_code(completion), reference)[0]
 
     @staticmethod
     def _run(code: str, ref: dict) -> tuple[bool | None, float, dict]:
         return run_code_tests(code, ref["tests"], setup=ref.get("setup", ""), test_setup=ref.get("test_setup", ""),
                               names=ref.get("names"))
 
-    def score(self, completion: str, example: Example) -> Scored:
+    def check(self, completion: str, example: Example) -> Check:
         code = extract_code(completion)
-        success, fraction, details = self._run(code, example.reference)
-        r = code_reward(code, success, fraction)
-        return Scored(id=example.id, completion=completion, extracted=code, verdict=r.success, reward=r.total,
-                      terms=r.terms, extra=details)
+        return code_check(code, *self._run(code, example.reference))
 
-    def score_many(self, completions: Sequence[str], examples: Sequence[Example], workers: int = 0) -> list[Scored]:
-        return super().score_many(completions, examples, workers=workers or self.scoring_workers)
+    def check_many(self, completions: Sequence[str], examples: Sequence[Example], workers: int = 0) -> list[Check]:
+        return super().check_many(completions, examples, workers=workers or self.scoring_workers)
+
+    def reward_functions(self) -> dict[str, RewardFn]:
+        return code_reward_functions()
 
     def metrics(self, scored: Sequence[Scored], examples: Sequence[Example]) -> tuple[dict, dict]:
         return code_metrics(scored)

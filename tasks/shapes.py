@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from harness.seeds import derive_seed
-from tasks.base import TASKS, DataError, Example, RewardOutput, Scored, Task
+from tasks.base import TASKS, Check, DataError, Example, Scored, Task
 from tasks.geneval_rules import (
     RELATIONS,
     TAGS,
@@ -43,6 +43,8 @@ from tasks.geneval_rules import (
     relative_position,
     summarize,
 )
+from tasks.image_rewards import image_reward_functions
+from tasks.rewards import RewardFn, per_item
 
 GRID = 10  # cells per side: room for four 3x3 shapes with gaps; 100 tokens per image, so the tiny model
 # learns to draw in the 5-minute pretraining budget (a 16x16 grid, 256 tokens, learned only the background)
@@ -292,9 +294,9 @@ class ShapesTask(Task):
     # on the colour named (1,500 steps each; docs/RL_SETTINGS.md).
     pretrain_config = {"lr": 5e-4}
     per_tag = {"train": 1024, "test": 32}  # examples per tag in each split (train: many layouts per prompt)
-
-    def __init__(self, partial_credit: float = 0.5):
-        self.partial_credit = partial_credit  # weight of the fraction of clauses satisfied (0 = pure 1/0)
+    # rewards: GenEval's verdict, plus half the fraction of clauses satisfied as partial credit
+    # (`--reward geneval=1.0,clauses=0` for the pure 1/0 reward)
+    default_rewards = {"geneval": 1.0, "clauses": 0.5}
 
     def load(self, data: str | None = None, split: str = "test", limit: int | None = None) -> list[Example]:
         if data:
@@ -319,15 +321,20 @@ class ShapesTask(Task):
     def verify(self, completion: Any, reference: dict) -> bool:
         return self.judge(completion, reference).correct
 
-    def reward(self, completion: Any, reference: dict) -> RewardOutput:
-        v = self.judge(completion, reference)
-        terms = {"geneval": float(v.correct), "clauses": self.partial_credit * v.clause_fraction}
-        return RewardOutput(total=sum(terms.values()), success=v.correct, terms=terms)
+    def check(self, completion: Any, example: Example) -> Check:
+        v = self.judge(completion, example.reference)
+        return Check(v.correct, self.extract(completion), extra={"tag": example.reference["tag"],
+                                                                 "reasons": list(v.reasons)},
+                     facts={"clauses": v.clause_fraction})
 
-    def score(self, completion: Any, example: Example) -> Scored:
-        s = super().score(completion, example)
-        s.extra = {"tag": example.reference["tag"], "reasons": list(self.judge(completion, example.reference).reasons)}
-        return s
+    def reward_functions(self) -> dict[str, RewardFn]:
+        """`geneval` (1 when the grid satisfies its prompt), `clauses` (the fraction of the prompt's clauses
+        satisfied), and `clip`, `imagereward` on the rendered grid (tasks/image_rewards.py)."""
+        return {"geneval": per_item("geneval", lambda ex, c, k: float(bool(k.verdict)),
+                                    "1 when the grid satisfies the prompt (GenEval's rules, exact detector)"),
+                "clauses": per_item("clauses", lambda ex, c, k: k.facts["clauses"],
+                                    "the fraction of the prompt's GenEval clauses satisfied (0..1)"),
+                **image_reward_functions(self.to_image)}
 
     def metrics(self, scored: Sequence[Scored], examples: Sequence[Example]) -> tuple[dict, dict]:
         tag = {str(ex.id): ex.reference["tag"] for ex in examples}

@@ -12,7 +12,8 @@ import torch
 from transformers import BertConfig, BertForMaskedLM
 
 from harness.models import DecodingModel
-from tasks.base import Example, RewardOutput, Task
+from tasks.base import Example, Task
+from tasks.rewards import per_item
 
 PAD, MASK, EOS = 0, 1, 2
 LETTERS = "abcdefghijklm"  # ids 3..15
@@ -65,9 +66,11 @@ class ToyTask(Task):
     def verify(self, completion, reference):
         return completion.count(reference) * 2 >= max(len(completion), 1)
 
-    def reward(self, completion, reference):
-        frac = completion.count(reference) / max(len(completion), 1)
-        return RewardOutput(total=frac, success=self.verify(completion, reference), terms={"match": frac})
+    default_rewards = {"match": 1.0}
+
+    def reward_functions(self):
+        return {"match": per_item("match", lambda ex, c, k: c.count(ex.reference) / max(len(c), 1),
+                                  "fraction of characters equal to the reference letter")}
 
 
 class ToyImageTask(ToyTask):
@@ -80,3 +83,41 @@ EXAMPLES = [Example(id=i, prompt=p, reference=r) for i, (p, r) in
 
 # tiny budget: 2 steps x 2 prompts x 3 completions, 2 inner updates
 TINY = dict(steps=2, prompts_per_step=2, num_generations=3, lr=1e-3, temperature=1.0, eval_every=0)
+
+
+def make_tiny_clip(folder) -> str:
+    """A randomly initialised tiny transformers CLIP (model, byte-level tokenizer, image processor) saved to
+    `folder`, built here from configs: nothing is downloaded. Returns the folder."""
+    import json
+    from pathlib import Path
+
+    import torch
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTextConfig,
+        CLIPTokenizer,
+        CLIPVisionConfig,
+    )
+    from transformers.models.clip.tokenization_clip import bytes_to_unicode
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = list(bytes_to_unicode().values())
+    vocab = {t: i for i, t in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"))
+    eos, bos = vocab["<|endoftext|>"], vocab["<|startoftext|>"]
+    text = CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                          num_attention_heads=2, max_position_embeddings=77, projection_dim=16,
+                          eos_token_id=eos, bos_token_id=bos, pad_token_id=eos)
+    vision = CLIPVisionConfig(image_size=32, patch_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                              num_attention_heads=2, projection_dim=16)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16)).save_pretrained(folder)
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=images, tokenizer=tok).save_pretrained(folder)
+    return str(folder)

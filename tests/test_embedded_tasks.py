@@ -47,7 +47,7 @@ def test_arith_gold_solutions_score_full_marks_with_the_gsm8k_verifier(arith_spl
     task, train, test = arith_splits
     for ex in test + train[:2000]:
         assert task.verify(ex.solution, ex.reference), ex
-        assert task.reward(ex.solution, ex.reference).total == 3.0  # format 0.5 + integer 0.5 + correct 2
+        assert task.reward(ex.solution, ex).total == 3.0  # format 0.5 + integer 0.5 + correct 2
         assert ex.reference.isdigit()  # a plain non-negative integer in \boxed{}
 
 

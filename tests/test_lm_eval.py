@@ -161,3 +161,13 @@ def test_stderr_of_a_proportion_is_hand_worked():
     layout = lm_eval_layout([{"task": "t", "n": 8, "metrics": {"accuracy": 0.25, "score": 3.5}, "config": {}}])
     assert layout["results"]["t"]["accuracy_stderr,none"] == pytest.approx(math.sqrt(0.25 * 0.75 / 7))
     assert layout["results"]["t"]["score_stderr,none"] == "N/A"
+
+
+def test_lm_eval_entry_turns_a_bad_model_folder_into_one_line(tmp_path, capsys):
+    from harness.cli import main
+
+    code = main(["lm-eval", "run", "--model", "harness", "--model_args", f"pretrained={tmp_path / 'nothing'}",
+                 "--tasks", "gsm8k_harness", "--include_path", str(ROOT / "harness" / "lm_eval_tasks"),
+                 "--limit", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("harness lm-eval: error: model folder not found")

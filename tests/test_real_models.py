@@ -217,7 +217,8 @@ def test_a_model_whose_code_fails_to_load_is_one_line_and_exit_2(tmp_path, capsy
 def test_a_non_zero_advantage_changes_the_fixture_weights():
     """Random weights earn zero task reward, so the reward here is built to differ between completions
     (the number of distinct tokens): non-zero advantages, one MaskGRPO step, weights must move."""
-    from tasks.base import Example, RewardOutput, Task
+    from tasks.base import Example, Task
+    from tasks.rewards import per_item
     from trainers.loop import TrainConfig, train
 
     class Varied(Task):
@@ -230,9 +231,10 @@ def test_a_non_zero_advantage_changes_the_fixture_weights():
         def verify(self, completion, reference):
             return None
 
-        def reward(self, completion, reference):
-            r = float(len(set(completion)))
-            return RewardOutput(total=r, success=None, terms={"distinct": r})
+        default_rewards = {"distinct": 1.0}
+
+        def reward_functions(self):
+            return {"distinct": per_item("distinct", lambda ex, c, k: float(len(set(c))), "distinct characters")}
 
     examples = [Example(id=i, prompt=p, reference="") for i, p in enumerate(PROMPTS[:2])]
     for folder in (DREAM, LLADA):

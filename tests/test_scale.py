@@ -29,7 +29,7 @@ from harness.lora import (
     is_peft,
     lora_dropout_active,
 )
-from tasks.base import TASKS, RewardOutput
+from tasks.base import TASKS
 from trainers.loop import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -280,9 +280,13 @@ def _acc_with(tracker):
 class _VariedReward:
     """gsm8k with a reward that varies with the text, so that random-weight models get mixed groups."""
 
-    def reward(self, completion, reference):
-        r = (sum(map(ord, completion)) % 5) / 4
-        return RewardOutput(total=r, success=False, terms={"varied": r})
+    default_rewards = {"varied": 1.0}
+
+    def reward_functions(self):
+        from tasks.rewards import per_item
+
+        return {**super().reward_functions(),
+                "varied": per_item("varied", lambda ex, c, k: (sum(map(ord, c)) % 5) / 4, "text-dependent, 0..1")}
 
 
 @pytest.fixture(scope="module")

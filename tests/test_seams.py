@@ -48,11 +48,13 @@ register(Method("toy-method", ToyConfig, advantages, views, summary="a test's on
 '''
 
 TOY_TASK = '''
-from tasks.base import TASKS, Example, RewardOutput, Task
+from tasks.base import TASKS, Example, Task
+from tasks.rewards import per_item
 
 
 @TASKS.register("toy-task")
 class ToyFileTask(Task):
+    name = "toy-task"
     embedded = True
     gen_defaults = {"gen_length": 8, "block_length": 4, "steps": 4}
 
@@ -65,9 +67,10 @@ class ToyFileTask(Task):
     def verify(self, completion, reference):
         return completion == reference
 
-    def reward(self, completion, reference):
-        ok = self.verify(completion, reference)
-        return RewardOutput(total=float(ok), success=ok, terms={"exact": float(ok)})
+    default_rewards = {"exact": 1.0}
+
+    def reward_functions(self):
+        return {"exact": per_item("exact", lambda ex, c, k: float(bool(k.verdict)), "1 when exactly right")}
 '''
 
 
@@ -121,7 +124,7 @@ def test_a_new_task_is_one_file_found_by_discovery_and_evaluated(plugin_dir):
 def test_discovery_skips_helper_modules_that_register_nothing():
     found = tasks.discover_tasks()
     assert "math_worker" not in found and "base" not in found and "geneval_rules" not in found
-    assert set(found) == {"arith", "geneval", "gsm8k", "math500", "humaneval", "mbpp", "minicode", "shapes"}
+    assert set(found) == {"arith", "geneval", "gsm8k", "image_prompts", "math500", "humaneval", "mbpp", "minicode", "shapes"}
     assert "tasks.math_worker" not in sys.modules  # started as a script only, never imported
 
 

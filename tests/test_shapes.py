@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from tasks import get_task
+from tasks.base import Example
 from tasks.geneval import TAGS, evaluate
 from tasks.shapes import (
     CODEBOOK_SIZE,
@@ -174,10 +175,13 @@ def test_partial_credit_term_counts_satisfied_clauses():
     meta = {"tag": "two_object", "include": [{"class": "square", "count": 1}, {"class": "ring", "count": 1}]}
     g = np.zeros((GRID, GRID), dtype=int)
     g[1:3, 1:3] = 2  # only the square
-    out = ShapesTask(partial_credit=0.5).reward(grid_to_text(g), meta)
-    # 1 of 2 clauses: geneval 0, clauses 0.5 * 1/2 = 0.25
+    ex = Example(id=0, prompt="", reference=meta)
+    out = ShapesTask().reward(grid_to_text(g), ex)
+    # 1 of 2 clauses: geneval 0, clauses (default weight 0.5) 0.5 * 1/2 = 0.25
     assert (out.total, out.success, out.terms) == (0.25, False, {"geneval": 0.0, "clauses": 0.25})
-    assert ShapesTask(partial_credit=0.0).reward(grid_to_text(g), meta).total == 0.0
+    pure = ShapesTask()
+    pure.use_rewards("geneval=1.0,clauses=0")
+    assert pure.reward(grid_to_text(g), ex).total == 0.0
 
 
 def test_gold_scores_full_marks_through_the_task_interface(splits):

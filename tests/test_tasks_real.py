@@ -22,6 +22,11 @@ from tasks.math500 import math_equal
 DATA = Path(os.environ.get("HARNESS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+def _ex(reference):
+    """An example with this reference (rewards are functions of an example and a completion)."""
+    return Example(id=0, prompt="", reference=reference)
+
+
 def data_file(name: str) -> str:
     path = DATA / name
     if not path.exists():
@@ -78,28 +83,28 @@ def test_gsm8k_prompt_holds_the_question_and_asks_for_tags_and_a_box():
 
 
 def test_gsm8k_full_reward_is_format_plus_integer_plus_correct():
-    r = GSM.reward(FORMATTED % "18", "18")
+    r = GSM.reward(FORMATTED % "18", _ex("18"))
     # 0.5 format + 0.5 integer + 2.0 correct
     assert r.terms == {"format": 0.5, "integer": 0.5, "correct": 2.0} and r.total == 3.0 and r.success is True
 
 
 def test_gsm8k_wrong_completion_scores_zero():
-    r = GSM.reward("I am not sure what the answer is.", "18")
+    r = GSM.reward("I am not sure what the answer is.", _ex("18"))
     assert r.total == 0.0 and r.success is False
 
 
 def test_gsm8k_wrong_integer_in_format_earns_only_shaping_terms():
-    r = GSM.reward(FORMATTED % "17", "18")
+    r = GSM.reward(FORMATTED % "17", _ex("18"))
     assert r.terms == {"format": 0.5, "integer": 0.5, "correct": 0.0} and r.success is False
 
 
 def test_gsm8k_non_integer_answer_earns_no_integer_term():
-    r = GSM.reward(FORMATTED % "2.5", "2.5")
+    r = GSM.reward(FORMATTED % "2.5", _ex("2.5"))
     assert r.terms == {"format": 0.5, "integer": 0.0, "correct": 2.0}
 
 
 def test_gsm8k_correct_answer_without_tags_earns_no_format_term():
-    r = GSM.reward("so the answer is \\boxed{18}", "18")
+    r = GSM.reward("so the answer is \\boxed{18}", _ex("18"))
     assert r.terms == {"format": 0.0, "integer": 0.5, "correct": 2.0} and r.total == 2.5
 
 
@@ -182,10 +187,10 @@ def test_math_answer_without_a_box_is_not_accepted():
 
 
 def test_math_rewards_correct_and_format():
-    assert MATH.reward("\\boxed{7}", "7").terms == {"correct": 2.0, "format": 0.5}
-    wrong = MATH.reward("\\boxed{8}", "7")
+    assert MATH.reward("\\boxed{7}", _ex("7")).terms == {"correct": 2.0, "format": 0.5}
+    wrong = MATH.reward("\\boxed{8}", _ex("7"))
     assert wrong.terms == {"correct": 0.0, "format": 0.5} and wrong.success is False
-    none = MATH.reward("no idea", "7")
+    none = MATH.reward("no idea", _ex("7"))
     assert none.total == 0.0 and none.success is False
 
 
@@ -218,13 +223,13 @@ TOY = Example(id=1, prompt="Write a function f that returns its argument.",
 
 
 def test_mbpp_partial_pass_earns_the_fraction_of_tests_plus_format():
-    r = MBPP.reward("def f(x):\n    return x\n", TOY.reference)
+    r = MBPP.reward("def f(x):\n    return x\n", _ex(TOY.reference))
     # 2 of 3 asserts pass: 2/3 + 0.1 for code that parses
     assert r.success is False and r.terms == pytest.approx({"tests": 2 / 3, "format": 0.1})
 
 
 def test_mbpp_prose_completion_scores_zero():
-    r = MBPP.reward("I cannot write this function.", TOY.reference)
+    r = MBPP.reward("I cannot write this function.", _ex(TOY.reference))
     assert r.total == 0.0 and r.success is False
 
 
@@ -232,7 +237,7 @@ def test_mbpp_fenced_and_plain_code_both_pass():
     code = "def f(x):\n    return x if x < 3 else 4"
     assert MBPP.verify(code, TOY.reference)
     assert MBPP.verify(f"Here is my solution:\n```python\n{code}\n```\nIt works.", TOY.reference)
-    assert MBPP.reward(code, TOY.reference).total == pytest.approx(1.1)
+    assert MBPP.reward(code, _ex(TOY.reference)).total == pytest.approx(1.1)
 
 
 def test_mbpp_sandbox_failure_is_unscorable_not_zero(monkeypatch):
@@ -309,14 +314,14 @@ def test_humaneval_whole_function_can_use_a_helper_from_the_prompt():
 
 
 def test_humaneval_wrong_completions_fail():
-    r = HE.reward("I do not know.", HE0.reference)
+    r = HE.reward("I do not know.", _ex(HE0.reference))
     assert r.total == 0.0 and r.success is False
-    wrong_body = HE.reward("    return False\n", HE0.reference)
+    wrong_body = HE.reward("    return False\n", _ex(HE0.reference))
     assert wrong_body.success is False and wrong_body.terms == {"tests": 0.0, "format": 0.1}
 
 
 def test_humaneval_gold_scores_full_reward():
-    r = HE.reward(HE0.solution, HE0.reference)
+    r = HE.reward(HE0.solution, _ex(HE0.reference))
     assert r.success is True and r.terms == {"tests": 1.0, "format": 0.1}
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from fakes import EXAMPLES, TINY, TinyBert, ToyImageTask, ToyTask
 
-from tasks.base import RewardOutput
+from tasks.rewards import per_item
 from trainers import METHODS
 from trainers.loop import TrainConfig, TrainingDiverged, train
 from trainers.rollout import prompt_indices
@@ -200,9 +200,11 @@ def test_select_groups_keeps_mixed_groups_first_in_drawn_order_then_tops_up():
 class ContainsTask(ToyTask):
     """Pass/fail reward: 1 if the completion contains the reference letter (about half of random ones do)."""
 
-    def reward(self, completion, reference):
-        ok = reference in completion
-        return RewardOutput(total=float(ok), success=ok, terms={"match": float(ok)})
+    def verify(self, completion, reference):
+        return reference in completion
+
+    def reward_functions(self):
+        return {"match": per_item("match", lambda ex, c, k: float(k.verdict), "1 when the letter is in it")}
 
 
 def test_dynamic_sampling_stops_after_enough_mixed_groups_and_keeps_what_a_full_decode_keeps():

@@ -1,7 +1,8 @@
 """Rollouts and token log-probabilities: the two places the RL loop touches the model.
 
 `collect_rollouts` samples G completions for each prompt with the rollout decoder and scores them with
-the task's own `reward` (through `score_many`, so code tasks can run tests in parallel). Every row's
+the rewards the run chose (`task.score_many`: the verifier's check, then the weighted reward functions of
+tasks/rewards.py; code tasks run tests in parallel). Each term's mean goes to curve.csv as `reward_<name>`. Every row's
 decoder seed comes from (seed, step, prompt index, sample index), so a rollout does not depend on the
 batch it was decoded in. `token_logprobs` is log_softmax(logits)[target] at every completion position,
 computed in float32.

@@ -1,0 +1,24 @@
+"""Smoke run of the prepared GPU benchmark (benchmarks/bench_gpu_cache.py) on its CPU --tiny-shape path."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+
+def load(name):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_cache_benchmark_tiny_shape_prints_json(capsys):
+    doc = load("bench_gpu_cache").main(["--tiny-shape", "--gen-length", "16", "--block-length", "8", "--steps", "8",
+                                         "--batch-sizes", "1"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == doc
+    assert doc["device"] == "cpu" and doc["tiny_shape"]
+    assert [r["cache"] for r in doc["rows"]] == ["none", "prefix", "dual"]
+    assert {r["nfe"] for r in doc["rows"]} == {8}
+    assert all(r["tokens_per_s"] > 0 for r in doc["rows"])

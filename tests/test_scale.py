@@ -330,8 +330,8 @@ def _completions(folder: Path) -> list[str]:
 @needs_fixtures
 @pytest.mark.parametrize("which", ["dream", pytest.param("llada", marks=pytest.mark.slow)])
 def test_lora_run_exports_an_adapter_that_reproduces_the_final_metrics(tmp_path, varied_task, which, monkeypatch):
-    """Dream in the default suite (~15 s); LLaDA, whose 126k-token head makes the same run ~4x slower on a
-    CPU, with `-m slow`."""
+    """Dream in the default suite; LLaDA, whose 126k-token head made the same run about twice as slow on a
+    loaded 2-core CPU (37 s vs 20 s; 16 s when the machine was quieter), with `-m slow`."""
     from safetensors.torch import load_file
 
     import harness.experiment

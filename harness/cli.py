@@ -17,9 +17,8 @@ import sys
 from pathlib import Path
 
 # DecodeConfig field -> the argparse dest of its flag (`--diffusion-steps` sets `steps`)
-DECODE_FLAGS = {"sampler": "sampler", "gen_length": "gen_length", "block_length": "block_length",
-                "steps": "diffusion_steps", "temperature": "temperature", "remasking": "remasking",
-                "cfg_scale": "cfg_scale", "alg": "alg", "alg_temp": "alg_temp"}
+from harness.run_spec import DECODE_FLAGS  # noqa: E402 - shared with `harness run`'s spec
+
 # files whose presence in --out means another run's results live there (`run` also counts an unfinished one)
 EVAL_FILES = ("summary.json", "samples.jsonl", "disagreements.jsonl")
 PROTOCOL_HELP = ("scoring rules, comma-separated; the first is the result's: harness (default), d1 (the d1 "
@@ -130,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true",
                    help="start over in an --out that holds another (finished or unfinished) run")
     s.add_argument("--no-progress", action="store_true")
+    _add_scale_args(s)
+    _add_decode_args(s)
 
     s = sub.add_parser("compare", help="run several methods x seeds at the same rollout budget")
     s.add_argument("--task", required=True)
@@ -148,6 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results", default="results")
     s.add_argument("--out", default="leaderboards")
     return p
+
+
+def _add_scale_args(s) -> None:
+    """Issue 19's `harness run` flags (defaults live in harness.run_spec.RunSpec)."""
+    g = s.add_argument_group("scale: LoRA, memory, precision, trackers (multi-process: see README)")
+    g.add_argument("--lora-r", type=int, help="train LoRA adapters of rank R (peft) instead of every weight")
+    g.add_argument("--lora-alpha", type=float, help="LoRA alpha (default: R)")
+    g.add_argument("--lora-dropout", type=float, help="dropout on the adapters' input in training (default 0)")
+    g.add_argument("--lora-targets", help="comma-separated module names, or all-linear (default: the model "
+                   "family's attention and MLP projections)")
+    g.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute block activations in the backward pass (less memory, ~1/3 more compute)")
+    g.add_argument("--mixed-precision", choices=["auto", "bf16", "no"],
+                   help="bf16 autocast; auto (default): on a CUDA device that supports bf16")
+    g.add_argument("--report-to", choices=["none", "tensorboard", "wandb", "trackio"],
+                   help="per-step metrics to a tracker (local files; wandb offline unless WANDB_MODE says)")
 
 
 def _add_detector_args(s) -> None:
@@ -543,7 +560,10 @@ def cmd_run(args) -> int:
                               "to start over, or another --out")
     check_out_dir(out, protect=())
     summary, out_dir = run_experiment(spec.with_(out=str(out)))
-    _print_summary(summary, out_dir)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # several processes (accelerate launch, torchrun): one summary
+        _print_summary(summary, out_dir)
     return 0
 
 

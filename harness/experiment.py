@@ -9,14 +9,24 @@ problems (the same problems, decoded with the same per-problem seeds, before and
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 
-from harness.evaluation import EvalOutput, evaluate
+from harness.distributed import (
+    evaluate_sharded,
+    launch_mismatch,
+    make_accelerator,
+    process_device,
+    process_info,
+)
+from harness.evaluation import EvalOutput
+from harness.export import save_policy
 from harness.results import (
     SCHEMA_VERSION,
     ResultError,
@@ -55,7 +65,11 @@ def run_experiment(spec: RunSpec, base: EvalOutput | None = None) -> tuple[dict,
     t0 = time.perf_counter()
     spec.check()
     task = get_task(spec.task)
-    rewards = task.use_rewards(spec.rewards, spec.reward_models, device=spec.device)  # tasks/rewards.py
+    out_dir = spec.run_dir()
+    # processes first (each loads its models onto its own device), then the rewards and the policy
+    acc, main, scale = _processes(spec, out_dir)
+    rewards = task.use_rewards(spec.rewards, spec.reward_models,  # tasks/rewards.py
+                               device=process_device(acc, spec.device) if acc.num_processes > 1 else spec.device)
     method = spec.method
     overrides = dict(spec.overrides)
     if task.embedded:
@@ -66,27 +80,32 @@ def run_experiment(spec: RunSpec, base: EvalOutput | None = None) -> tuple[dict,
         if method != "none" and not spec.train_data and not task.hub_id:
             raise ValueError(f"task {task.name!r} needs --train-data FILE for RL training")
         train_examples = task.load(spec.train_data, split="train") if method != "none" else []
-    out_dir = spec.run_dir()
-    model = load_model_for(task, spec.model, spec.device, spec.dtype)
-    decode = DecodeConfig.from_task(task) if model.decodes else None
+    model = load_model_for(task, spec.model, process_device(acc, spec.device), spec.dtype)
+    scale.update(prepare_policy(model, spec))
+    decode = DecodeConfig.from_task(task, **spec.decode) if model.decodes else None
     # tqdm bars only on a terminal; the trainer's plain progress lines also go to a redirected log (every
     # 10th step there, unless --set log_every says otherwise), so a long run in a log file shows its state
-    progress = spec.progress and sys.stderr.isatty()
+    progress = spec.progress and sys.stderr.isatty() and main
     train_progress = spec.progress
+    evaluate = functools.partial(evaluate_sharded, acc=acc)  # each problem decoded on one process
 
     # ---- base evaluation (saved first so that --resume skips it) ----------------------------------
-    if not spec.resume:  # a fresh start (--overwrite): nothing of the run it replaces may outlive it
+    if not spec.resume and main:  # a fresh start (--overwrite): nothing of the run it replaces may outlive it
         for name in ("summary.json", "curve.csv", "samples.jsonl", "base_eval.json", "checkpoints/last.pt"):
             (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "policy", ignore_errors=True)
     base_file = out_dir / "base_eval.json"
     # what the saved base evaluation must have been computed for to be reused (else it is recomputed)
     base_key = {"model": spec.model, "seed": spec.seed, "decode": asdict(decode) if decode is not None else None,
                 "ids": [str(e.id) for e in test]}
+    if scale.get("autocast"):  # a base evaluation in another precision is not this run's
+        base_key["autocast"] = scale["autocast"]
     if base is None and spec.resume and base_file.exists():
         base = _load_eval(base_file, out_dir / "base_samples.jsonl", key=base_key)
     if base is None:
         base = evaluate(task, model, test, decode, seed=spec.seed, progress=progress, tag="eval")
-    _save_eval(base, base_file, out_dir / "base_samples.jsonl", key=base_key)
+    if main:
+        _save_eval(base, base_file, out_dir / "base_samples.jsonl", key=base_key)
 
     # ---- training ------------------------------------------------------------------------------
     train_info: dict = {"steps": 0, "rollout_budget": 0, "train_nfe": 0, "train_wall_time_s": 0.0}
@@ -105,18 +124,33 @@ def run_experiment(spec: RunSpec, base: EvalOutput | None = None) -> tuple[dict,
         # the curve's first and last points are on curve_test, a prefix of the problems that the base and
         # final evaluations score anyway (a problem's completion depends only on its own seed), so they are
         # taken from those evaluations rather than decoding the same problems twice
+        if acc.log_with:  # --report-to: the trackers start here (main process), the loop logs every row
+            acc.init_trackers(_safe_name(out_dir.name), config=_tracker_config(spec))
         result = train(model, task, method, train_examples, test, cfg, seed=spec.seed, out_dir=out_dir,
                        evaluate_fn=evaluate_fn, progress=train_progress, resume=spec.resume,
                        checkpoint_every=spec.checkpoint_every, eval_at_end=False,
-                       base_metrics=_prefix_metrics(task, base, test, len(curve_test)))
+                       base_metrics=_prefix_metrics(task, base, test, len(curve_test)), accelerator=acc)
         curve = result.curve
         method_config = result.config
         train_info = {"steps": result.steps, "rollout_budget": result.rollout_budget,
                       "rollouts_generated": result.rollouts_generated,
                       "prompts_per_step": cfg.prompts_per_step, "oversample": cfg.oversample,
                       "num_generations": cfg.num_generations,
-                      "train_nfe": result.train_nfe, "train_wall_time_s": round(result.wall_time_s, 3)}
+                      "train_nfe": result.train_nfe, "train_wall_time_s": round(result.wall_time_s, 3),
+                      "prompts_per_process": cfg.prompts_per_step // acc.num_processes,
+                      "completions_per_process": cfg.prompts_per_step // acc.num_processes * cfg.num_generations}
         final = evaluate(task, model, test, decode, seed=spec.seed, progress=progress, tag="eval")
+        if acc.trackers:
+            acc.log({f"final_{k}": v for k, v in final.metrics.items() if isinstance(v, (int, float))},
+                    step=result.steps)
+            acc.end_training()
+        # FSDP shards the weights: every process takes part in gathering them, the main one writes them
+        gathered = acc.get_state_dict(model.module) if "FSDP" in str(acc.distributed_type) else None
+        if main:  # the trained policy as a folder transformers/peft load: `harness eval --model hf:<run>/policy`
+            policy = save_policy(model, out_dir / "policy", state_dict=gathered, info={
+                "task": task.name, "method": method, "seed": spec.seed, "steps": result.steps,
+                "decode": asdict(decode) if decode is not None else None, "limit": spec.limit, "data": spec.data})
+            scale["policy"] = {"path": "policy", "kind": policy["kind"], "base": policy["base"]}
         if cfg.eval_every > 0 and curve and curve[-1]["step"] == cfg.steps > 0:
             last = _prefix_metrics(task, final, test, len(curve_test))
             curve[-1].update({f"eval_{k}": v for k, v in last.items()})
@@ -147,8 +181,16 @@ def run_experiment(spec: RunSpec, base: EvalOutput | None = None) -> tuple[dict,
         # reward_<name> columns); the metrics above are the verifier's, never a reward
         "rewards": {**rewards.record(), "terms_per_step": {
             name: [row.get(f"reward_{name}") for row in curve if row.get("step")] for name in rewards.weights}},
+        "processes": {**process_info(acc), "eval_sharded": acc.num_processes > 1,
+                      "prompts_per_process": train_info.get("prompts_per_process"),
+                      "completions_per_process": train_info.get("completions_per_process"),
+                      **({"launch_warning": scale.pop("launch_warning")} if "launch_warning" in scale else {})},
+        "scale": scale,
     }
     summary.update(provenance())
+    if not main:  # only the main process writes and prints
+        acc.wait_for_everyone()
+        return summary, out_dir
     atomic_write_jsonl(out_dir / "samples.jsonl", (s.to_json() for s in final.scored))
     if task.kind == "image":  # an image task draws its completions (Task.to_image)  # prompts with images before and after RL
         from harness.pictures import image_sheet
@@ -162,7 +204,55 @@ def run_experiment(spec: RunSpec, base: EvalOutput | None = None) -> tuple[dict,
     if curve:
         atomic_write_text(out_dir / "curve.csv", curve_to_csv(curve))
     atomic_write_json(out_dir / "summary.json", summary)
+    acc.wait_for_everyone()
     return summary, out_dir
+
+
+def _processes(spec: RunSpec, out_dir: Path):
+    """(accelerator, is this the main process, scale record): made before the model is loaded."""
+    acc = make_accelerator(spec.device, report_to=spec.report_to, project_dir=out_dir / "trackers")
+    main = acc.is_main_process
+    scale: dict = {"report_to": spec.report_to}
+    warning = launch_mismatch()
+    if warning:
+        scale["launch_warning"] = warning
+        if main:
+            print(f"warning: {warning}", file=sys.stderr)
+    return acc, main, scale
+
+
+def prepare_policy(model, spec: RunSpec) -> dict:
+    """LoRA adapters, gradient checkpointing and bf16 autocast as the spec asks (harness/lora.py)."""
+    from harness.lora import apply_lora, autocast_dtype, enable_gradient_checkpointing, use_autocast
+
+    if not model.decodes:
+        return {}
+    out: dict = {"lora": None, "gradient_checkpointing": bool(spec.gradient_checkpointing), "autocast": None}
+    if spec.lora_r is not None and spec.method != "none":
+        out["lora"] = apply_lora(model, r=spec.lora_r, alpha=spec.lora_alpha, dropout=spec.lora_dropout,
+                                 targets=spec.lora_targets, seed=spec.seed)
+    if spec.gradient_checkpointing:
+        out["checkpointed_blocks"] = enable_gradient_checkpointing(model.module)
+    amp = autocast_dtype(spec.mixed_precision, model.device)
+    use_autocast(model, amp)
+    out["autocast"] = None if amp is None else str(amp).removeprefix("torch.")
+    return out
+
+
+def _tracker_config(spec: RunSpec) -> dict:
+    """The run's settings as flat scalars (tensorboard's hparams take no nested values)."""
+    flat = {}
+    for k, v in {**spec.record(), **{f"set.{a}": b for a, b in spec.overrides.items()},
+                 **{f"decode.{a}": b for a, b in spec.decode.items()}}.items():
+        if isinstance(v, (bool, int, float, str)):
+            flat[k] = v
+        elif v is None:
+            flat[k] = "none"
+    return flat
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:120]
 
 
 def curve_to_csv(rows: list[dict]) -> str:

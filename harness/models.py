@@ -275,6 +275,9 @@ def load_hf(target: str, *, device: str = "cpu", dtype: str = "auto", name: str 
     if not local and (target.startswith((".", "/", "~")) or target.count("/") > 1):
         raise ModelError(f"model folder not found: {target} (pass --model hf:/path/to/folder, a folder "
                          "holding config.json)")
+    if local and (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+        return _load_adapter(folder, device=device, dtype=dtype, name=name or f"hf:{target}",
+                             check_padding=check_padding)
     if local and not (folder / "config.json").is_file():
         raise ModelError(f"{folder} has no config.json: not a transformers model folder")
     source = str(folder) if local else target
@@ -330,6 +333,31 @@ def load_hf(target: str, *, device: str = "cpu", dtype: str = "auto", name: str 
     image_range = _image_token_range(config, tokenizer, family)
     model = DiffusionModel(module, tokenizer, name=name or f"hf:{target}", mask_id=mask_id, pad_id=pad_id,
                            eos_id=eos_id, family=family, image_token_range=image_range, stop_ids=stop_ids)
+    model.source = source  # where the weights came from (an exported adapter names it as its base)
+    if check_padding:
+        error = padding_error(model)
+        if error is not None:
+            raise ModelError(f"{model.name}: {error}")
+    return model
+
+
+def _load_adapter(folder: Path, *, device: str, dtype: str, name: str, check_padding: bool) -> DiffusionModel:
+    """An exported LoRA policy (harness/export.py, or any peft adapter folder): its base, then the adapter."""
+    from harness.lora import LoraError, adapter_base, attach_adapter
+
+    try:
+        base = adapter_base(folder)
+    except LoraError as e:
+        raise ModelError(str(e)) from None
+    model = load_hf(base, device=device, dtype=dtype, name=name, check_padding=False)
+    try:
+        attach_adapter(model, folder)
+    except Exception as e:  # noqa: BLE001 - peft's own errors: one line naming the folder
+        raise ModelError(f"could not load the adapter in {folder} onto {base}: {type(e).__name__}: "
+                         f"{_first_line(e)[:200]}") from None
+    model.module.to(device)
+    model.source = str(folder)
+    model.adapter_base = base
     if check_padding:
         error = padding_error(model)
         if error is not None:

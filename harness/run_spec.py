@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 # fields that say where and how this process runs, not what the run is: not recorded for replay
-OPERATIONAL = ("out", "resume", "progress", "results", "device")
+OPERATIONAL = ("out", "resume", "progress", "results", "device", "report_to")
+# DecodeConfig field -> the argparse dest of its flag (`--diffusion-steps` sets `steps`); `harness run` and
+# `harness eval` share the flags (cli.py's decoder argument group)
+DECODE_FLAGS = {"sampler": "sampler", "gen_length": "gen_length", "block_length": "block_length",
+                "steps": "diffusion_steps", "temperature": "temperature", "remasking": "remasking",
+                "cfg_scale": "cfg_scale", "alg": "alg", "alg_temp": "alg_temp"}
+# issue 19's flags whose value is copied as given (None = not given)
+SCALE_FLAGS = ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "mixed_precision", "report_to")
+MIXED_PRECISION = ("auto", "bf16", "no")
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,15 @@ class RunSpec:
     results: str = "results"  # where the default run folder goes
     resume: bool = False
     progress: bool = True
+    # ---- scale (issue 19): LoRA, memory, precision, trackers, decoder settings of the base/final evaluations
+    lora_r: int | None = None  # LoRA rank; None = full fine-tune
+    lora_alpha: float | None = None  # LoRA scaling numerator; None = lora_r (d1's LLaDA runs: r=128, alpha=64)
+    lora_dropout: float = 0.0  # dropout on the adapters' input, active in the gradient forwards only
+    lora_targets: str | None = None  # comma-separated module names or all-linear; None = the family's default
+    gradient_checkpointing: bool = False  # recompute each block's activations in the backward pass
+    mixed_precision: str = "auto"  # auto (bf16 autocast on a CUDA device that has it) | bf16 | no
+    report_to: str = "none"  # none | tensorboard | wandb | trackio (accelerate's trackers; offline by default)
+    decode: dict = field(default_factory=dict)  # DecodeConfig overrides for the base/final evaluations
 
     # ---- construction ------------------------------------------------------------------------------
     @classmethod
@@ -92,6 +109,11 @@ class RunSpec:
                                                        "data", "train_data", "limit", "eval_split",
                                                        "checkpoint_every", "out")}
         values = {**base, **{k: v for k, v in given.items() if v is not None}}
+        values.update({k: getattr(args, k) for k in SCALE_FLAGS if getattr(args, k, None) is not None})
+        if getattr(args, "gradient_checkpointing", False):
+            values["gradient_checkpointing"] = True
+        flags = {k: getattr(args, a, None) for k, a in DECODE_FLAGS.items()}
+        values["decode"] = {**base.get("decode", {}), **{k: v for k, v in flags.items() if v is not None}}
         if getattr(args, "resume", False):
             values["resume"] = True
         if getattr(args, "no_progress", False):
@@ -126,6 +148,34 @@ class RunSpec:
         check_positive(limit=self.limit, checkpoint_every=self.checkpoint_every)
         if self.steps is not None and self.steps < 0:
             raise ValueError("--steps must be >= 0")
+        self.check_scale()
+
+    def check_scale(self) -> None:
+        """LoRA, precision, tracker and decoder settings (issue 19)."""
+        check_positive(lora_r=self.lora_r)
+        if self.lora_r is None and (self.lora_alpha is not None or self.lora_targets is not None or self.lora_dropout):
+            raise ValueError("--lora-alpha, --lora-dropout and --lora-targets need --lora-r R")
+        if self.lora_r is not None and self.method == "none":
+            raise ValueError("--lora-r applies to training; with --method none there is nothing to train")
+        if self.lora_r is not None and self.model == "gold":
+            raise ValueError("--lora-r needs a model with weights, not gold")
+        if not 0.0 <= float(self.lora_dropout) < 1.0:
+            raise ValueError(f"--lora-dropout {self.lora_dropout} must be in [0, 1)")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"--mixed-precision {self.mixed_precision!r}: choose {', '.join(MIXED_PRECISION)}")
+        from harness.distributed import check_report_to
+
+        check_report_to(self.report_to)
+        if not isinstance(self.decode, dict):
+            raise ValueError("`decode` must be an object of decoder settings")
+        unknown = sorted(set(self.decode) - set(DECODE_FLAGS))
+        if unknown:
+            raise ValueError(f"unknown decoder setting(s) {', '.join(unknown)}; valid: {', '.join(DECODE_FLAGS)}")
+        if self.decode and self.model != "gold":
+            from harness.sampling import DecodeConfig
+            from tasks import get_task
+
+            DecodeConfig.from_task(get_task(self.task), **self.decode)  # invalid settings fail before any work
 
     def run_dir(self) -> Path:
         return Path(self.out) if self.out else Path(self.results) / run_dir_name(

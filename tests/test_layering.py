@@ -19,9 +19,11 @@ PACKAGES = ("harness", "tasks", "trainers", "leaderboards")
 HARNESS_LAYERS = {
     "base": ("harness", "harness.registry", "harness.seeds", "harness.environment", "harness.sandbox",
              "harness.sandbox_child"),
-    "models": ("harness.models", "harness.sampling", "harness.kv_cache", "harness.tokenizer"),
-    "evaluation": ("harness.evaluation", "harness.results", "harness.pretrain", "harness.pictures"),
-    "app": ("harness.run_spec", "harness.experiment", "harness.cli", "harness.lm_eval_model",
+    "models": ("harness.models", "harness.sampling", "harness.kv_cache", "harness.tokenizer", "harness.lora",
+               "harness.export"),
+    "evaluation": ("harness.evaluation", "harness.results", "harness.pretrain", "harness.pictures",
+                   "harness.distributed"),
+    "app": ("harness.run_spec", "harness.experiment", "harness.cli", "harness.__main__", "harness.lm_eval_model",
             "harness.lm_eval_tasks", "harness.lm_eval_tasks.harness_gsm8k"),
 }
 # layer -> the layers it may import (itself included)

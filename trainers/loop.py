@@ -19,7 +19,6 @@ model adapter's job) and the per-problem evaluation (the caller's `evaluate_fn`)
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import sys
 import time
@@ -30,6 +29,7 @@ from typing import Any
 
 import torch
 
+from harness.lora import lora_dropout_active, reference_policy
 from harness.seeds import derive_seed
 from tasks.base import Example, Task
 from trainers import checkpoint as ckpt
@@ -193,12 +193,14 @@ def train(model, task: Task, method_name: str, train_examples: Sequence[Example]
         if start == 0 and cfg.eval_every > 0 and (evaluate_fn or base_metrics):
             metrics = base_metrics if base_metrics is not None else run.evaluate(evaluate_fn)
             state["curve"].append({**dict.fromkeys(CURVE_COLUMNS), "step": 0, **_prefixed(metrics)})
+            log_to_trackers(run.acc, state["curve"][-1])
         for step in range(start + 1, cfg.steps + 1):
             row = run.step(step, state)
             due = cfg.eval_every > 0 and (step % cfg.eval_every == 0 or step == cfg.steps)
             if evaluate_fn and due and (eval_at_end or step < cfg.steps):
                 row.update(_prefixed(run.evaluate(evaluate_fn)))
             state["curve"].append(row)
+            log_to_trackers(run.acc, row)
             state["wall_time_s"] = wall0 + time.perf_counter() - t0
             if path is not None and (step % every == 0 or step == cfg.steps):
                 if run.acc.is_main_process:
@@ -270,6 +272,15 @@ def _using(model, module):
         yield
     finally:
         model.module = original
+
+
+def log_to_trackers(acc, row: dict) -> None:
+    """A curve row's numbers to the accelerator's trackers (`--report-to`; none: nothing happens)."""
+    if acc is None or not getattr(acc, "trackers", None):
+        return
+    values = {k: v for k, v in row.items() if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)
+              and math.isfinite(v)}
+    acc.log(values, step=int(row["step"]))
 
 
 def _prefixed(metrics: dict) -> dict:
@@ -365,8 +376,8 @@ class _Run:
         module = model.module
         was_training = module.training
         ref = None
-        if mcfg.beta > 0:  # the frozen initial policy, copied before any update or checkpoint load
-            ref = copy.deepcopy(module).eval().requires_grad_(False)
+        if mcfg.beta > 0:  # the frozen initial policy, before any update or checkpoint load: for a LoRA
+            ref = reference_policy(module)  # model the base with the adapter disabled, else a frozen copy
         params = [p for p in module.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters (all requires_grad=False)")
@@ -463,7 +474,7 @@ class _Run:
         for i, sl in enumerate(chunks):
             sync = contextlib.nullcontext() if i == len(chunks) - 1 else self.acc.no_sync(self.wrapped)
             with sync:
-                with _using(self.model, self.wrapped):
+                with _using(self.model, self.wrapped), lora_dropout_active(self.module):
                     cur = [token_logprobs(self.model, v.rows(sl), batch.completion_ids[sl], self.token_range)
                            for v in views]
                 inp = LossInputs(logp=cur, old_logp=None if old is None else [o[sl] for o in old],
@@ -477,8 +488,9 @@ class _Run:
                 self.acc.backward(loss)
             total += float(loss.detach())
             stats.add_tokens(out)
-        norm = float(self.acc.clip_grad_norm_(self.params, self.cfg.max_grad_norm or math.inf))
-        if not math.isfinite(norm):
+        raw = self.acc.clip_grad_norm_(self.params, self.cfg.max_grad_norm or math.inf)
+        norm = math.nan if raw is None else float(raw)  # None: DeepSpeed clips inside backward, norm not yet known
+        if raw is not None and not math.isfinite(norm):
             self.optimizer.zero_grad(set_to_none=True)
             raise TrainingDiverged(f"non-finite gradient norm at step {step}, inner update {j} "
                                    f"({self.method.name})")

@@ -66,7 +66,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("pretrain", help="pretrain the embedded `tiny` model for a task (cached)")
     s.add_argument("--task", required=True)
-    s.add_argument("--seconds", type=float, default=None, help="training time budget (default: the task's)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--force", action="store_true", help="retrain even if a cached model exists")
 
@@ -288,10 +287,7 @@ def cmd_pretrain(args) -> int:
         path = models.tiny_model_path(args.task)
         info = {}
     else:
-        kw = {"seed": args.seed}
-        if args.seconds is not None:
-            kw["seconds"] = args.seconds
-        path = pretrain(args.task, **kw)
+        path = pretrain(args.task, seed=args.seed)  # the task's fixed step count: reproducible
         info_file = Path(path) / "pretrain.json"
         info = json.loads(info_file.read_text()) if info_file.exists() else {}
     print(json.dumps({"task": args.task, "model": "tiny", "path": str(path), **info}, sort_keys=True))

@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training config field (repeatable), e.g. --set lr=1e-5")
+    s.add_argument("--recipe", choices=["equal", "paper"],
+                   help="equal (default): one shared setting for every method; paper: each method's authors' "
+                        "settings (docs/RECIPES.md)")
     s.add_argument("--out", help="output folder (default results/<task>__<model>__<method>__seed<S>)")
     s.add_argument("--overwrite", action="store_true",
                    help="start over in an --out that holds another (finished or unfinished) run")
@@ -134,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(s, default="tiny")
     s.add_argument("--steps", type=int)
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--recipe", choices=["equal", "paper"], default="equal",
+                   help="equal: one shared setting for every method; paper: each method's authors' (docs/RECIPES.md)")
     s.add_argument("--limit", type=int, help="evaluate on the first N test problems")
     s.add_argument("--results", default="results", help="where run folders go")
 
@@ -532,7 +537,8 @@ def cmd_compare(args) -> int:
     except ValueError:
         raise ValueError(f"--seeds expects comma-separated integers, got {args.seeds!r}") from None
     template = RunSpec(task=args.task, model=args.model, device=args.device, dtype=args.dtype, steps=args.steps,
-                       limit=args.limit, overrides=parse_overrides(args.set), results=args.results)
+                       limit=args.limit, overrides=parse_overrides(args.set), results=args.results,
+                       recipe=args.recipe)
     summary = compare(template, methods, seeds)
     print(json.dumps(summary, sort_keys=True))
     return 0

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from trainers import coupled_grpo, diffu_grpo, maskgrpo, spg, tracerl, unigrpo, wd1
+from trainers import maskgrpo, spg, wd1
 from trainers.estimators import RolloutBatch, make_view
 from trainers.grpo import (
     LossInputs,

@@ -29,6 +29,33 @@ def _rows(*rows):
     return torch.tensor(rows, dtype=torch.bool)
 
 
+# ---- advantages over several groups -------------------------------------------------------------------------
+def test_advantages_are_taken_within_each_group_by_hand():
+    from trainers.grpo import centered_advantages, leave_one_out_advantages, std_normalized_advantages
+
+    r = torch.tensor([[1.0, 2.0, 3.0], [10.0, 10.0, 13.0]])
+    # group 2: mean 11, centred -1, -1, 2; unbiased std sqrt((1 + 1 + 4) / 2) = sqrt(3) = 1.7320508
+    assert centered_advantages(r).flatten().tolist() == pytest.approx([-1, 0, 1, -1, -1, 2])
+    assert std_normalized_advantages(r, eps=0.0).flatten().tolist() == pytest.approx(
+        [-1, 0, 1, -0.5773503, -0.5773503, 1.1547005], abs=1e-6)
+    # leave-one-out, group 2: 10 - (10 + 13)/2 = -1.5 (twice), 13 - (10 + 10)/2 = 3
+    assert leave_one_out_advantages(r).flatten().tolist() == pytest.approx([-1.5, 0, 1.5, -1.5, -1.5, 3])
+
+
+def test_std_advantage_epsilon_and_small_groups_by_hand():
+    from trainers.grpo import leave_one_out_advantages, std_normalized_advantages
+
+    r = torch.tensor([[0.0, 1.0]])  # G = 2: mean 0.5, unbiased std 0.7071068
+    # TRL's eps 1e-4 (the default): 0.5 / 0.7072068 = 0.7070068; eps 0.1: 0.5 / 0.8071068 = 0.6194975
+    assert std_normalized_advantages(r).flatten().tolist() == pytest.approx([-0.7070068, 0.7070068], abs=1e-6)
+    assert std_normalized_advantages(r, eps=0.1).flatten().tolist() == pytest.approx([-0.6194975, 0.6194975],
+                                                                                      abs=1e-6)
+    assert std_normalized_advantages(torch.tensor([[1.0]])).tolist() == [[0.0]]  # G = 1: no spread, no signal
+    assert leave_one_out_advantages(r).flatten().tolist() == pytest.approx([-1.0, 1.0])  # G = 2 is enough
+    with pytest.raises(ValueError, match="leave-one-out advantages need num_generations >= 2"):
+        leave_one_out_advantages(torch.tensor([[1.0]]))
+
+
 # ---- the clipped surrogate with a ratio that is not 1 ---------------------------------------------------
 def test_ratio_not_one_clips_by_hand_and_the_gradient_flows_only_through_the_unclipped_side():
     # logp = -1, old = -1.5: rho = e^0.5 = 1.648721; eps = 0.2.
@@ -80,21 +107,32 @@ def test_token_level_mean_over_the_micro_batch_versus_the_mean_per_completion_by
 
 
 def test_token_mean_is_per_unit_of_norm_rows_and_independent_of_the_micro_batch_split():
-    # 4 rows, units of 2 rows (norm_rows = 2): unit 0 rows score 1 and 3 tokens, unit 1 rows 2 and 2.
-    # per-token loss 1 everywhere (first update, A = -1): each unit's token mean is 1, the loss is 1.
-    # per-token loss = row index + 1: unit 0: (1*1 + 2*3) / 4 = 1.75; unit 1: (3*2 + 4*2) / 4 = 3.5;
-    # the loss is (1.75 + 3.5) / 2 = 2.625, and splitting the 4 rows into micro-batches of 1 changes nothing.
+    # 4 rows, units of 2 rows (norm_rows = 2): unit 0 rows score 1 and 1 tokens, unit 1 rows 3 and 2.
+    # per-token loss = row index + 1: unit 0: (1*1 + 2*1) / 2 = 1.5; unit 1: (3*3 + 4*2) / 5 = 3.4;
+    # the loss is (1.5 + 3.4) / 2 = 2.45 (one unit of all 4 rows would give 20 / 7 = 2.857), and splitting
+    # the 4 rows into micro-batches of 1 changes nothing.
     b = _batch(4, 3)
-    score = _rows([True, False, False], [True, True, True], [True, True, False], [True, True, False])
+    score = _rows([True, False, False], [True, False, False], [True, True, True], [True, True, False])
     view = make_view(b, score, score)
     per_token = torch.arange(1.0, 5.0)[:, None].expand(4, 3)
     cfg = MethodConfig(loss_norm="token", norm_rows=2)
     whole = reduce_tokens(per_token, score, LossInputs([], None, None, [view], torch.zeros(4)), cfg)
-    assert whole.sum().item() / 4 == pytest.approx(2.625)
+    assert whole.sum().item() / 4 == pytest.approx(2.45)
     parts = [reduce_tokens(per_token[i:i + 1], score[i:i + 1],
                            LossInputs([], None, None, [view.rows(slice(i, i + 1))], torch.zeros(1),
                                       all_views=[view], rows=slice(i, i + 1)), cfg) for i in range(4)]
-    assert sum(p.item() for p in parts) / 4 == pytest.approx(2.625)
+    assert sum(p.item() for p in parts) / 4 == pytest.approx(2.45)
+    # without norm_rows the unit is the group: group_size 2 gives the same 2.45; neither gives the batch
+    by_group = reduce_tokens(per_token, score, LossInputs([], None, None, [view], torch.zeros(4), group_size=2),
+                             MethodConfig(loss_norm="token"))
+    assert by_group.sum().item() / 4 == pytest.approx(2.45)
+    whole_batch = reduce_tokens(per_token, score, LossInputs([], None, None, [view], torch.zeros(4)),
+                                MethodConfig(loss_norm="token"))
+    assert whole_batch.sum().item() / 4 == pytest.approx(20 / 7)
+    # units of one row are the per-completion means: (1 + 2 + 3 + 4) / 4 = 2.5 (rows with 1 token divide by 1)
+    one = reduce_tokens(per_token, score, LossInputs([], None, None, [view], torch.zeros(4)),
+                        MethodConfig(loss_norm="token", norm_rows=1))
+    assert one.tolist() == pytest.approx([1.0, 2.0, 3.0, 4.0])
 
 
 def test_wd1_sums_over_the_group_as_its_code_does():

@@ -266,3 +266,48 @@ def test_reference_refresh_with_alpha_one_keeps_the_kl_at_zero():
     frozen = _train("diffu-grpo", steps=3, mu=1, beta=0.1, ref_sync_every=0, loss_norm="token")
     assert all(r["kl"] == 0.0 for r in synced.curve)
     assert frozen.curve[-1]["kl"] > 0
+
+
+def test_clip_bounds_and_where_the_clip_is_active_by_hand():
+    from trainers.grpo import clipped_surrogate
+
+    # PPO: the clip is active where the ratio left [1 - eps, 1 + eps] on the side the advantage pushes:
+    # below 1 - eps with A < 0, above 1 + eps with A > 0. Exactly on a bound is not clipped.
+    ratio = torch.tensor([[0.75, 1.25, 0.5, 2.0, 0.5]])
+    adv = torch.tensor([[-1.0, 1.0, 0.0, 0.0, 0.5]])
+    loss, active = clipped_surrogate(ratio, adv, 0.25)
+    assert active.tolist() == [[False, False, False, False, False]]
+    # -min(rho A, clip(rho) A): 0.75, -1.25, 0, 0, -min(0.25, 0.375) = -0.25
+    assert loss.flatten().tolist() == pytest.approx([0.75, -1.25, 0.0, 0.0, -0.25])
+    # DAPO's asymmetric clip: eps_high 0.4 lets 1.3 through (A = 1: -1.3, not clipped); eps 0.2 alone clips it
+    loss, active = clipped_surrogate(torch.tensor([[1.3]]), torch.tensor([[1.0]]), 0.2, epsilon_high=0.4)
+    assert loss.item() == pytest.approx(-1.3) and not active.item()
+    loss, active = clipped_surrogate(torch.tensor([[1.3]]), torch.tensor([[1.0]]), 0.2)
+    assert loss.item() == pytest.approx(-1.2) and active.item()
+
+
+def test_no_kl_is_computed_at_beta_zero_even_with_reference_log_probs():
+    b = _batch(1, 2)
+    view = make_view(b, _rows([True, True]), _rows([True, True]))
+    lp = torch.full((1, 2), -1.0)
+    out = grpo_loss(LossInputs([lp], None, [torch.full((1, 2), -2.0)], [view], torch.tensor([1.0])),
+                    MethodConfig(beta=0.0))
+    assert out.kl is None
+
+
+def test_unit_sizes_by_hand_including_an_empty_batch():
+    from trainers.grpo import unit_sizes
+
+    scored = _rows([True, False], [True, True], [False, False])  # rows score 1, 2, 0 tokens
+    n, units = unit_sizes(scored, 2)  # units {0, 1} (3 tokens) and {2} (0 tokens)
+    assert n.tolist() == [3.0, 3.0, 0.0] and units == 2
+    n, units = unit_sizes(torch.zeros(0, 2, dtype=torch.bool), 2)
+    assert n.numel() == 0 and units == 0
+    # the whole batch given as all_views without a row slice: the micro-batch is the batch itself
+    b = _batch(3, 2)
+    view = make_view(b, scored, scored)
+    per_token = torch.ones(3, 2)
+    got = reduce_tokens(per_token, scored, LossInputs([], None, None, [view], torch.zeros(3), all_views=[view]),
+                        MethodConfig(loss_norm="token", norm_rows=2))
+    # unit 0: 3 tokens of loss 1 over 3 = 1; unit 1: nothing scored = 0; mean over 2 units = 0.5
+    assert got.sum().item() / 3 == pytest.approx(0.5)

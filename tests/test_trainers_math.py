@@ -311,3 +311,89 @@ def test_unit_sizes_by_hand_including_an_empty_batch():
                         MethodConfig(loss_norm="token", norm_rows=2))
     # unit 0: 3 tokens of loss 1 over 3 = 1; unit 1: nothing scored = 0; mean over 2 units = 0.5
     assert got.sum().item() / 3 == pytest.approx(0.5)
+
+
+# ---- masks are a function of the generator they are given (managed randomness) ---------------------------
+@pytest.mark.parametrize("name", ["maskgrpo", "diffu-grpo", "unigrpo", "coupled-grpo", "wd1", "spg"])
+def test_views_depend_only_on_the_generator_they_are_given(name):
+    # the old, reference and current policies must see the same masks: the same seed gives the same views
+    # whatever else drew random numbers in between; another seed gives other views
+    from trainers.methods import METHODS
+
+    method = METHODS.get(name)
+    cfg = method.make_config(mu=2)
+    b = _batch(6, 64)
+    b.block_length = 16
+
+    def draw(seed):
+        return method.views(0, b, cfg, torch.Generator().manual_seed(seed))
+
+    first = draw(5)
+    torch.rand(100)  # the global RNG moves; the views must not
+    again, other = draw(5), draw(6)
+    assert all(torch.equal(x.input_ids, y.input_ids) and torch.equal(x.score, y.score) for x, y in zip(first, again))
+    assert any(not torch.equal(x.input_ids, y.input_ids) for x, y in zip(first, other))
+
+
+def test_batch_generators_differ_by_tag_and_repeat_for_the_same_tag():
+    b = _batch(1, 2)
+    assert torch.equal(torch.rand(4, generator=b.generator("a")), torch.rand(4, generator=b.generator("a")))
+    assert not torch.equal(torch.rand(4, generator=b.generator("a")), torch.rand(4, generator=b.generator("b")))
+
+
+def test_unigrpo_rates_for_one_and_two_updates_by_hand():
+    from trainers.unigrpo import structured_rates
+
+    u = torch.tensor([0.3])
+    assert structured_rates(u, 0, 1).tolist() == pytest.approx([0.3])  # mu = 1: the start alone
+    # mu = 2: t_0 = u, t_1 = u + (1 - u) / 1 = 1
+    assert [structured_rates(u, j, 2).item() for j in (0, 1)] == pytest.approx([0.3, 1.0])
+
+
+def test_maskgrpo_fading_out_for_one_and_two_positions_by_hand():
+    # L = 1: the ratio itself; L = 2, t = 0.7: 1 - 2 * 0.3 * (1 - n/1) = 0.4 at n = 0, 1.0 at n = 1
+    assert maskgrpo.fading_out_probs(0.7, 1).tolist() == pytest.approx([0.7])
+    assert maskgrpo.fading_out_probs(0.7, 2).tolist() == pytest.approx([0.4, 1.0])
+
+
+def test_coupled_grpo_ratio_stays_in_its_range_and_the_pair_weights_are_one_over_t():
+    from trainers import coupled_grpo
+
+    b = _batch(2, 8)
+    cfg = coupled_grpo.CoupledGRPOConfig()
+    for seed in range(40):
+        full, part, comp = coupled_grpo.views(0, b, cfg, torch.Generator().manual_seed(seed))
+        t = 1.0 / part.weight[0, 0].item()
+        assert 0.2 <= t <= 0.8  # t ~ U(0.2, 0.8)
+        assert comp.weight[0, 0].item() == pytest.approx(1.0 / (1.0 - t))
+
+
+def test_config_ranges_by_hand():
+    from trainers import coupled_grpo, diffu_grpo
+
+    coupled_grpo.CoupledGRPOConfig(t_low=0.5, t_high=0.5)  # a single ratio is allowed
+    for lo, hi in ((0.0, 0.5), (0.2, 1.0), (0.2, 1.5), (0.6, 0.5)):
+        with pytest.raises(ValueError, match="need 0 < t_low <= t_high < 1"):
+            coupled_grpo.CoupledGRPOConfig(t_low=lo, t_high=hi)
+    diffu_grpo.DiffuGRPOConfig(p_mask_prompt=0.0)
+    diffu_grpo.DiffuGRPOConfig(p_mask_prompt=1.0)
+    with pytest.raises(ValueError, match="must be a probability"):
+        diffu_grpo.DiffuGRPOConfig(p_mask_prompt=1.5)
+
+
+def test_wd1_units_and_its_optional_kl_by_hand():
+    b = _batch(4, 1)
+    view = make_view(b, _rows([True], [True], [True], [True]), _rows([True], [True], [True], [True]))
+    lp = torch.full((4, 1), -1.0)
+    A = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    # units of 2 rows summed: row 0 share = 2 * (-1 * -1) = 2 (the loop's sum / 4 = 0.5 = one unit's sum 1
+    # averaged over 2 units); with units of the whole batch (4 rows) it would be 4
+    by_group = wd1.loss(LossInputs([lp], None, None, [view], A, group_size=2), wd1.WD1Config(norm_rows=0))
+    assert by_group.per_sequence[0].item() == pytest.approx(2.0)
+    by_rows = wd1.loss(LossInputs([lp], None, None, [view], A), wd1.WD1Config(norm_rows=2))
+    assert by_rows.per_sequence[0].item() == pytest.approx(2.0)
+    # beta 0.1 adds beta * mean k3 per completion: logp -1, ref -2: 0.1 * 0.367879 = 0.0367879
+    out = wd1.loss(LossInputs([lp], None, [torch.full((4, 1), -2.0)], [view], torch.zeros(4)),
+                   wd1.WD1Config(beta=0.1, loss_norm="sequence"))
+    assert out.per_sequence.tolist() == pytest.approx([0.0367879] * 4, abs=1e-6)
+    assert out.kl is not None and out.kl.flatten().tolist() == pytest.approx([0.367879] * 4, abs=1e-6)

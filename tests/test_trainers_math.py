@@ -397,3 +397,23 @@ def test_wd1_units_and_its_optional_kl_by_hand():
                    wd1.WD1Config(beta=0.1, loss_norm="sequence"))
     assert out.per_sequence.tolist() == pytest.approx([0.0367879] * 4, abs=1e-6)
     assert out.kl is not None and out.kl.flatten().tolist() == pytest.approx([0.367879] * 4, abs=1e-6)
+
+
+def test_maskgrpo_config_range_kind_switch_and_its_own_advantage_epsilon_by_hand():
+    maskgrpo.MaskGRPOConfig(gamma=0.0)  # gamma in [0, 1)
+    for bad in (1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=r"gamma=.* must be in \[0, 1\)"):
+            maskgrpo.MaskGRPOConfig(gamma=bad)
+    text = maskgrpo.MaskGRPOConfig().for_kind("text")
+    assert (text.gamma, text.epsilon) == (0.6, 0.2)
+    assert maskgrpo.rollout_sampler("text") is None and maskgrpo.rollout_sampler("image") == "emerge"
+    # (r - mean) / (std + 1e-5), r = [0, 1]: 0.5 / (0.7071068 + 0.00001) = 0.7070968 (TRL's 1e-4 gives 0.7070068)
+    adv = maskgrpo.advantages(torch.tensor([[0.0, 1.0]]), maskgrpo.MaskGRPOConfig())
+    assert adv.flatten().tolist() == pytest.approx([-0.7070968, 0.7070968], abs=2e-7)
+
+
+def test_maskgrpo_honours_its_t_max():
+    # mu = 1: t = min(0.6 + 0.4, t_max) = t_max; fading-out keeps the mean hidden share at t for t >= 0.5
+    b = _batch(4, 4000)
+    (v,) = maskgrpo.views(0, b, maskgrpo.MaskGRPOConfig(mu=1, t_max=0.9), torch.Generator().manual_seed(0))
+    assert v.score.float().mean().item() == pytest.approx(0.9, abs=0.01)

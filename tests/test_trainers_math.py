@@ -417,3 +417,14 @@ def test_maskgrpo_honours_its_t_max():
     b = _batch(4, 4000)
     (v,) = maskgrpo.views(0, b, maskgrpo.MaskGRPOConfig(mu=1, t_max=0.9), torch.Generator().manual_seed(0))
     assert v.score.float().mean().item() == pytest.approx(0.9, abs=0.01)
+
+
+def test_view_rows_keep_every_field_and_weights_are_float32():
+    b = _batch(2, 3)
+    region = _rows([True, True, False], [True, False, False])
+    v = make_view(b, region, region, weight=torch.tensor([[2.0], [4.0]], dtype=torch.float64), region=region)
+    assert v.weight.dtype == torch.float32 and v.weight[1].tolist() == [4.0, 4.0, 4.0]
+    r = v.rows(slice(1, 2))  # what a micro-batch sees
+    assert torch.equal(r.attention_mask, v.attention_mask[1:]) and torch.equal(r.region, region[1:])
+    assert torch.equal(r.input_ids, v.input_ids[1:]) and torch.equal(r.weight, v.weight[1:])
+    assert make_view(b, region, region).rows(slice(0, 1)).region is None

@@ -428,3 +428,10 @@ def test_view_rows_keep_every_field_and_weights_are_float32():
     assert torch.equal(r.attention_mask, v.attention_mask[1:]) and torch.equal(r.region, region[1:])
     assert torch.equal(r.input_ids, v.input_ids[1:]) and torch.equal(r.weight, v.weight[1:])
     assert make_view(b, region, region).rows(slice(0, 1)).region is None
+
+
+def test_an_unknown_loss_normalisation_names_the_valid_ones():
+    with pytest.raises(ValueError, match="loss_norm='x'; choose token or sequence"):
+        MethodConfig(loss_norm="x")
+    with pytest.raises(ValueError, match="choose group_sum or sequence"):
+        wd1.WD1Config(loss_norm="token")

@@ -435,3 +435,13 @@ def test_an_unknown_loss_normalisation_names_the_valid_ones():
         MethodConfig(loss_norm="x")
     with pytest.raises(ValueError, match="choose group_sum or sequence"):
         wd1.WD1Config(loss_norm="token")
+
+
+def test_method_config_ranges_of_the_recipe_fields():
+    MethodConfig(norm_rows=0, ref_sync_every=0, ref_sync_alpha=1.0)  # 0 = G / never; alpha 1 = copy
+    for bad in ({"norm_rows": -1}, {"ref_sync_every": -1}):
+        with pytest.raises(ValueError, match="norm_rows and ref_sync_every must be >= 0"):
+            MethodConfig(**bad)
+    for alpha in (0.0, 1.5, -0.2):
+        with pytest.raises(ValueError, match=r"ref_sync_alpha=.* must be in \(0, 1\]"):
+            MethodConfig(ref_sync_alpha=alpha)

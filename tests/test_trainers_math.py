@@ -445,3 +445,13 @@ def test_method_config_ranges_of_the_recipe_fields():
     for alpha in (0.0, 1.5, -0.2):
         with pytest.raises(ValueError, match=r"ref_sync_alpha=.* must be in \(0, 1\]"):
             MethodConfig(ref_sync_alpha=alpha)
+
+
+def test_method_config_rejects_impossible_mu_epsilon_and_beta():
+    MethodConfig(mu=1, epsilon=1e-3, beta=0.0)
+    with pytest.raises(ValueError, match="mu=0 must be >= 1"):
+        MethodConfig(mu=0)
+    with pytest.raises(ValueError, match="epsilon=0 must be > 0"):
+        MethodConfig(epsilon=0)
+    with pytest.raises(ValueError, match="beta=-1 must be >= 0"):
+        MethodConfig(beta=-1)

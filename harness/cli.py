@@ -65,7 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("pretrain", help="pretrain the embedded `tiny` model for a task (cached)")
     s.add_argument("--task", required=True)
-    s.add_argument("--seconds", type=float, default=None, help="training time budget (default: the task's)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--force", action="store_true", help="retrain even if a cached model exists")
 
@@ -124,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a training config field (repeatable), e.g. --set lr=1e-5")
+    s.add_argument("--recipe", choices=["equal", "paper"],
+                   help="equal (default): one shared setting for every method; paper: each method's authors' "
+                        "settings (docs/RECIPES.md)")
     s.add_argument("--out", help="output folder (default results/<task>__<model>__<method>__seed<S>)")
     _add_reward_args(s)
     s.add_argument("--overwrite", action="store_true",
@@ -139,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(s, default="tiny")
     s.add_argument("--steps", type=int)
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--recipe", choices=["equal", "paper"], default="equal",
+                   help="equal: one shared setting for every method; paper: each method's authors' (docs/RECIPES.md)")
     s.add_argument("--limit", type=int, help="evaluate on the first N test problems")
     s.add_argument("--results", default="results", help="where run folders go")
 
@@ -325,10 +329,7 @@ def cmd_pretrain(args) -> int:
         path = models.tiny_model_path(args.task)
         info = {}
     else:
-        kw = {"seed": args.seed}
-        if args.seconds is not None:
-            kw["seconds"] = args.seconds
-        path = pretrain(args.task, **kw)
+        path = pretrain(args.task, seed=args.seed)  # the task's fixed step count: reproducible
         info_file = Path(path) / "pretrain.json"
         info = json.loads(info_file.read_text()) if info_file.exists() else {}
     print(json.dumps({"task": args.task, "model": "tiny", "path": str(path), **info}, sort_keys=True))
@@ -581,7 +582,8 @@ def cmd_compare(args) -> int:
     except ValueError:
         raise ValueError(f"--seeds expects comma-separated integers, got {args.seeds!r}") from None
     template = RunSpec(task=args.task, model=args.model, device=args.device, dtype=args.dtype, steps=args.steps,
-                       limit=args.limit, overrides=parse_overrides(args.set), results=args.results)
+                       limit=args.limit, overrides=parse_overrides(args.set), results=args.results,
+                       recipe=args.recipe)
     summary = compare(template, methods, seeds)
     print(json.dumps(summary, sort_keys=True))
     return 0

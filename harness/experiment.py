@@ -116,7 +116,7 @@ def run_experiment(spec: RunSpec, base: EvalOutput | None = None) -> tuple[dict,
 
         if spec.checkpoint_every is not None:
             overrides.setdefault("checkpoint_every", spec.checkpoint_every)
-        cfg = TrainConfig.for_task(task, method, steps=spec.steps, **overrides)
+        cfg = TrainConfig.for_task(task, method, steps=spec.steps, recipe=spec.recipe, **overrides)
         if not progress and "log_every" not in overrides:
             cfg = replace(cfg, log_every=10)
         curve_test = test[:cfg.eval_limit] if cfg.eval_limit else test  # the learning curve may use a subset
@@ -164,7 +164,7 @@ def run_experiment(spec: RunSpec, base: EvalOutput | None = None) -> tuple[dict,
     pm = task.primary_metric
     summary = {
         "schema_version": SCHEMA_VERSION, "kind": "run", "task": task.name, "model": spec.model, "method": method,
-        "seed": spec.seed, "n": final.n, "n_samples": 1, "primary_metric": pm,
+        "seed": spec.seed, "recipe": spec.recipe, "n": final.n, "n_samples": 1, "primary_metric": pm,
         "metrics": final.metrics, "ci95": final.ci95,
         "base": base.metrics, "final": final.metrics, "base_ci95": base.ci95, "final_ci95": final.ci95,
         "gain": final.metrics.get(pm, float("nan")) - base.metrics.get(pm, float("nan")),
@@ -175,7 +175,8 @@ def run_experiment(spec: RunSpec, base: EvalOutput | None = None) -> tuple[dict,
         "train": train_info,
         "config": {"task": task.name, "model": spec.model, "method": method, "seed": spec.seed,
                    "steps": spec.steps, "limit": spec.limit, "eval_split": spec.eval_split or "test",
-                   "data": spec.data, "overrides": dict(spec.overrides), "method_config": method_config},
+                   "data": spec.data, "overrides": dict(spec.overrides), "recipe": spec.recipe,
+                   "method_config": method_config},
         "run_spec": spec.record(),  # `harness run --config summary.json --out NEW` replays the run
         # the training reward: weights, model paths, and each weighted term's mean per RL step (curve.csv's
         # reward_<name> columns); the metrics above are the verifier's, never a reward
@@ -319,5 +320,5 @@ def compare(template: RunSpec, methods: list[str], seeds: list[int]) -> dict:
                   f"{s['final'].get(s['primary_metric'])}", file=sys.stderr)
             runs.append({"method": m, "seed": seed, "gain": s.get("gain"), "gain_ci95": s.get("gain_ci95"),
                          "dir": str(out_dir)})
-    return to_jsonable({"task": template.task, "model": template.model, "runs": runs, "skipped_existing": done,
+    return to_jsonable({"task": template.task, "model": template.model, "recipe": template.recipe, "runs": runs, "skipped_existing": done,
                         "ran": ran})

@@ -1,6 +1,6 @@
 """Pretrain the embedded `tiny` model for a task: a small RoFormer trained with the masked diffusion loss.
 
-    harness pretrain --task arith        # ~3.5 minutes on 2 CPU cores -> $HARNESS_HOME/models/tiny-arith/
+    harness pretrain --task arith        # 2,400 steps, ~4 minutes on 2 idle CPU cores -> $HARNESS_HOME/models/tiny-arith/
     python -c "from harness.pretrain import pretrain; pretrain('arith', steps=50)"
 
 What it builds: a word-level tokenizer over the task's train and test text (`harness.tokenizer`; the
@@ -20,10 +20,14 @@ the gold completion padded with [EOS] to the task's `gen_length`. Per sequence a
 probability t; the loss is the cross-entropy on masked tokens weighted 1/t, summed and divided by
 B * gen_length. The prompt is never masked. AdamW with linear warmup then cosine decay.
 
-Deliberate departures: no dropout (a few minutes of training never overfits 20k problems); with a
-time budget the cosine schedule runs on the fraction of the budget spent, so it ends decayed however
-fast the machine is (the steps taken are recorded in pretrain.json; pass `steps` for a deterministic
-run); on a shared CPU the thread count is chosen by timing (see `_ThreadChooser`).
+Deliberate departures: no dropout (a few minutes of training never overfits 20k problems).
+
+Reproducible: the run is a fixed number of optimizer steps (the task's `pretrain_steps`), never a
+wall-clock budget, so a busy machine makes it slower, not shorter (a 280 s cap once stopped arith at
+1,557 of 2,400 steps on a shared machine: 1.3% accuracy instead of ~22%). torch's thread count is fixed
+from the cores this process may use (`pretrain_threads`), never from timings, because a different thread
+count gives different float sums: the same machine gives bitwise the same weights on every rerun, loaded
+or idle. pretrain.json records `steps` and `torch_threads`.
 The model's forward goes through `DiffusionModel.logits`, so training sees exactly the attention mask
 (and, for a class that takes them, position ids) that decoding will.
 """
@@ -68,15 +72,16 @@ class PretrainConfig:
     # the high mask ratios where the prompt decides the picture); None = cosine on image tasks, else linear
 
 
-def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None = None, seed: int = 0,
+def pretrain(task_name: str, *, steps: int | None = None, seed: int = 0,
              progress: bool = True, out: str | os.PathLike | None = None,
-             config: PretrainConfig | None = None) -> Path:
+             config: PretrainConfig | None = None, threads: int | None = None,
+             seconds: None = None) -> Path:
     """Train the tiny model for `task_name`; write it atomically to the cache (or `out`); return the folder.
 
-    Budget: `steps` (deterministic given the seed) and `seconds` for the whole call, whichever ends
-    first; each defaults to the task's `pretrain_steps` / `pretrain_seconds`. `config` defaults to
-    PretrainConfig with the task's `pretrain_config` fields. On a machine too slow or too
-    busy to take the steps in time, the cosine schedule still completes (it follows the time budget).
+    Budget: `steps` optimizer steps (default: the task's `pretrain_steps`); the result depends only on
+    the seed, the steps, the config and the thread count (default `pretrain_threads()`). `config`
+    defaults to PretrainConfig with the task's `pretrain_config` fields. `seconds` is no longer
+    accepted (a time cap made the model depend on the machine's load); it must stay None.
     """
     from harness.models import DiffusionModel, tiny_model_path
     from harness.tokenizer import build_tokenizer
@@ -85,12 +90,14 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
     task = get_task(task_name)
     # a task may set some fields of its own (`pretrain_config`, e.g. shapes' lower learning rate)
     cfg = config or PretrainConfig(**task.pretrain_config)
+    if seconds is not None:
+        raise ValueError("pretrain takes a number of steps, not a time budget (seconds): a time cap makes "
+                         "the model depend on how busy the machine is")
     if steps is None:
         steps = task.pretrain_steps
-    if seconds is None:
-        seconds = task.pretrain_seconds
-    if not steps and not seconds:
-        raise ValueError("pretrain needs a budget: steps, seconds or both")
+    if not steps or steps < 1:
+        raise ValueError(f"pretrain needs steps >= 1 (task {task_name!r} sets no pretrain_steps)")
+    n_threads = pretrain_threads() if threads is None else int(threads)
     gen_length = int(task.gen_defaults["gen_length"])
     t_start = time.perf_counter()
 
@@ -131,23 +138,15 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
     gen = torch.Generator().manual_seed(seed)
     batches = _batches([len(p) for p in prompt_ids], cfg.batch_size, gen)
     autocast = _autocast(cfg.bf16)
-    # the time left for training once data and tokenizer are ready, minus a margin for saving
-    budget = None if seconds is None else max(1.0, seconds - (time.perf_counter() - t_start) - 3.0)
-    bar = _bar(progress, steps, budget, task_name)
-    threads = _ThreadChooser()
+    bar = _bar(progress, steps, task_name)
     losses: list[float] = []
-    step = 0
     t_train = time.perf_counter()
     module.train()
+    before = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
     try:
-        while True:
-            # progress through the schedule: by steps, or by the time budget, whichever ends first
-            elapsed = time.perf_counter() - t_train
-            frac = max(step / steps if steps else 0.0, elapsed / budget if budget else 0.0)
-            if frac >= 1.0:
-                break
-            threads.before_step(step)
-            t0 = time.perf_counter()
+        for step in range(steps):
+            frac = step / steps  # progress through the cosine schedule
             idx = next(batches)
             ids, attn, loss_mask = _collate([prompt_ids[i] for i in idx.tolist()], comp[idx], pad_id)
             lr = _lr(step, frac, cfg)
@@ -158,27 +157,25 @@ def pretrain(task_name: str, *, seconds: float | None = None, steps: int | None 
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
             opt.step()
-            threads.after_step(time.perf_counter() - t0)
             losses.append(loss.item())
-            step += 1
             if bar is not None:
-                bar.update(1 if steps else min(bar.total, int(time.perf_counter() - t_train)) - bar.n)
-                if step % 10 == 0:
+                bar.update(1)
+                if (step + 1) % 10 == 0:
                     bar.set_postfix(step=step, loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}", lr=f"{lr:.1e}")
     finally:
-        threads.restore()
+        torch.set_num_threads(before)
         if bar is not None:
             bar.close()
     train_s = time.perf_counter() - t_train
 
     module.eval()
     info = {
-        "task": task_name, "seed": seed, "steps": step, "train_seconds": round(train_s, 1),
+        "task": task_name, "seed": seed, "steps": len(losses), "train_seconds": round(train_s, 1),
         "total_seconds": round(time.perf_counter() - t_start, 1), "params": sum(p.numel() for p in module.parameters()),
         "first_loss": _mean(losses[:10]), "final_loss": _mean(losses[-10:]),  # means of 10 steps
         "train_examples": len(train), "vocab_size": len(tokenizer), "gen_defaults": dict(task.gen_defaults),
         "tokens_per_step": int(cfg.batch_size * (sum(map(len, prompt_ids)) / len(prompt_ids) + gen_length)),
-        "config": asdict(cfg), "torch_threads": threads.summary(), "cond_dropout": cond_dropout,
+        "config": asdict(cfg), "torch_threads": n_threads, "cores_available": available_cores(), "cond_dropout": cond_dropout,
         "mask_schedule": schedule,
         "image_token_range": list(image_range) if image_range else None,
     }
@@ -285,45 +282,31 @@ def _lr(step: int, frac: float, cfg: PretrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
 
 
-class _ThreadChooser:
-    """Pick the faster of torch's default thread count and one thread, and re-check now and then.
+def available_cores() -> int:
+    """CPU cores this process may run on: its affinity mask, capped by a cgroup v2 CPU quota (cpu.max)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
 
-    On a shared CPU, OpenMP threads that wait for a descheduled sibling make two threads up to 4x
-    slower than one (measured on a 2-core machine while another process ran); on an idle machine two
-    are ~1.9x faster. Each probe times `probe` steps with each setting (timing only: the steps are
-    ordinary training steps) and keeps the faster. The caller's setting is restored at the end.
-    """
 
-    def __init__(self, every: int = 200, probe: int = 4, warmup: int = 6):
-        self.default = torch.get_num_threads()
-        self.options = [self.default, 1] if self.default > 1 else [self.default]
-        self.every, self.probe, self.warmup = every, probe, warmup
-        self.current = self.default
-        self.times: dict[int, list[float]] = {}
-        self.used: dict[int, int] = {}
-        self._phase: list[int] = []  # thread counts still to probe, one per coming step
+def pretrain_threads(cores: int | None = None) -> int:
+    """torch threads for pretraining: half the available cores, at least one.
 
-    def before_step(self, step: int) -> None:
-        if len(self.options) > 1 and step >= self.warmup and (step - self.warmup) % self.every == 0:
-            self._phase = [n for n in self.options for _ in range(self.probe)]
-            self.times = {n: [] for n in self.options}
-        n = self._phase[0] if self._phase else self.current
-        if n != torch.get_num_threads():
-            torch.set_num_threads(n)
-
-    def after_step(self, seconds: float) -> None:
-        n = torch.get_num_threads()
-        self.used[n] = self.used.get(n, 0) + 1
-        if self._phase:
-            self.times[self._phase.pop(0)].append(seconds)
-            if not self._phase:  # the median step time of each setting; the first of each is a warm-up
-                self.current = min(self.options, key=lambda k: sorted(self.times[k][1:])[len(self.times[k][1:]) // 2])
-
-    def restore(self) -> None:
-        torch.set_num_threads(self.default)
-
-    def summary(self) -> dict:
-        return {f"{n}_thread{'s' if n > 1 else ''}_steps": c for n, c in sorted(self.used.items())}
+    Fixed by the machine, never by timing (the thread count changes float sums, so a timing-based choice
+    made reruns differ). Half, because OpenMP threads that wait at a barrier for a descheduled sibling
+    make a busy machine far slower: on 2 cores with other processes running (load ~5), one thread took
+    272 ms a step and two threads 1,353 ms; on an idle machine two threads are ~1.9x faster than one.
+    One thread on 2 cores trades that idle speed for a run that a busy machine only slows down in
+    proportion to its share of the CPU."""
+    return max(1, (cores or available_cores()) // 2)
 
 
 def _build_module(cfg: PretrainConfig, vocab_size: int, pad_id: int, seed: int) -> torch.nn.Module:
@@ -374,15 +357,13 @@ def _save_atomic(module, tokenizer, info: dict, target: Path) -> None:
         raise
 
 
-def _bar(enabled: bool, steps: int | None, budget: float | None, task_name: str):
-    """A tqdm bar over steps, or over the seconds of the time budget when only that is given."""
+def _bar(enabled: bool, steps: int, task_name: str):
+    """A tqdm bar over the steps."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    if steps:
-        return tqdm(total=steps, desc=f"pretrain tiny-{task_name}", unit="step")
-    return tqdm(total=int(budget), desc=f"pretrain tiny-{task_name}", unit="s")
+    return tqdm(total=steps, desc=f"pretrain tiny-{task_name}", unit="step")
 
 
 def load_model_for(task, spec: str, device: str = "auto", dtype: str = "auto"):

@@ -45,6 +45,7 @@ class RunSpec:
     # `default_rewards`. `--reward-model NAME=PATH`: local weights of model-backed rewards (clip, imagereward)
     rewards: dict = field(default_factory=dict)
     reward_models: dict = field(default_factory=dict)
+    recipe: str = "equal"  # equal: the shared setting | paper: each method's authors' (trainers/recipes.py)
     out: str | None = None  # run folder; None = <results>/<run_dir_name(...)>
     results: str = "results"  # where the default run folder goes
     resume: bool = False
@@ -107,7 +108,7 @@ class RunSpec:
         base = asdict(cls.from_file(args.config)) if getattr(args, "config", None) else {}
         given = {k: getattr(args, k, None) for k in ("task", "method", "model", "device", "dtype", "seed", "steps",
                                                        "data", "train_data", "limit", "eval_split",
-                                                       "checkpoint_every", "out")}
+                                                       "checkpoint_every", "out", "recipe")}
         values = {**base, **{k: v for k, v in given.items() if v is not None}}
         values.update({k: getattr(args, k) for k in SCALE_FLAGS if getattr(args, k, None) is not None})
         if getattr(args, "gradient_checkpointing", False):
@@ -146,6 +147,9 @@ class RunSpec:
             METHODS.get(self.method)
         check_model_name(self.model)
         check_positive(limit=self.limit, checkpoint_every=self.checkpoint_every)
+        from trainers.recipes import check_recipe
+
+        check_recipe(self.recipe)
         if self.steps is not None and self.steps < 0:
             raise ValueError("--steps must be >= 0")
         self.check_scale()
@@ -179,7 +183,7 @@ class RunSpec:
 
     def run_dir(self) -> Path:
         return Path(self.out) if self.out else Path(self.results) / run_dir_name(
-            self.task, self.model, self.method, self.seed, self.steps)
+            self.task, self.model, self.method, self.seed, self.steps, self.recipe)
 
     def record(self) -> dict:
         """What summary.json keeps to replay the run (`harness run --config summary.json --out NEW`)."""
@@ -188,7 +192,7 @@ class RunSpec:
 
 def spec_from_summary_config(config: dict) -> dict:
     """A spec from the `config` block of a run summary written before specs were recorded."""
-    keys = ("task", "model", "method", "seed", "steps", "limit", "eval_split", "data", "overrides")
+    keys = ("task", "model", "method", "seed", "steps", "limit", "eval_split", "data", "overrides", "recipe")
     return {k: config[k] for k in keys if k in config}
 
 
@@ -212,6 +216,9 @@ def check_positive(**values) -> None:
         raise ValueError(", ".join(f"--{k.replace('_', '-')} {values[k]}" for k in bad) + " must be >= 1")
 
 
-def run_dir_name(task: str, model: str, method: str, seed: int, steps: int | None) -> str:
+def run_dir_name(task: str, model: str, method: str, seed: int, steps: int | None, recipe: str = "equal") -> str:
+    """<task>__<model>__<method>__seed<N>[__steps<S>][__<recipe>]: the default `equal` recipe adds nothing,
+    so the folders of runs made before recipes existed keep their names."""
     safe = lambda s: "".join(c if c.isalnum() or c in "-_." else "-" for c in str(s))  # noqa: E731
-    return f"{safe(task)}__{safe(model)}__{safe(method)}__seed{seed}" + (f"__steps{steps}" if steps else "")
+    return f"{safe(task)}__{safe(model)}__{safe(method)}__seed{seed}" + (f"__steps{steps}" if steps else "") + \
+        ("" if recipe == "equal" else f"__{safe(recipe)}")

@@ -4,7 +4,8 @@
 Run: `harness leaderboard [--results DIR] [--out DIR]`, which calls `build_leaderboards` and prints its
 report. Inputs are `DIR/**/summary.json` (+ `curve.csv` beside each RL run) only (DESIGN.md section 7).
 
-Rows. One per (task, model, method). RL rows come from `kind == "run"` summaries; `kind == "eval"`
+Rows. One per (task, model, recipe, method): a row never mixes recipes (`--recipe equal|paper`,
+trainers/recipes.py; a summary without `recipe`, written before recipes existed, is `equal`). RL rows come from `kind == "run"` summaries; `kind == "eval"`
 summaries (and runs whose method is null or "none") become base-only rows (`method` = "none") whose
 base score is the mean of `metrics[primary_metric]`. Other kinds (e.g. "score") are listed as ignored.
 Every number is a mean over the seeds of the row; the gain is the summary's `gain` (primary metric).
@@ -19,7 +20,8 @@ Gain CI. With n >= 2 seeds: mean of the per-seed gains ± t(0.975, n-1) · sd(dd
 spread between seeds (`ci_kind` = "seeds_t"). With one seed there is no spread to measure, so the row
 shows that run's own paired-bootstrap `gain_ci95` over test problems (`ci_kind` = "bootstrap_1seed");
 the two are not the same quantity and the column says which one a row has.
-`gain_vs_diffu_grpo` = the row's mean gain / diffu-grpo's mean gain for the same (task, model); empty
+`gain_vs_diffu_grpo` = the row's mean gain / diffu-grpo's mean gain for the same (task, model, recipe,
+rollout budget); empty
 where diffu-grpo has no row or its gain is 0.
 
 Failures. A summary that cannot be read (corrupt JSON, wrong schema_version, a field the leaderboard
@@ -64,7 +66,7 @@ BASE_ONLY = "none"
 # CSV columns in order, each with its format: "score" 4 decimals, "count" integer (1 decimal if the mean
 # over seeds is not whole), "time" 1 decimal, "text" as is.
 COLUMNS: dict[str, str] = {
-    "model": "text", "method": "text", "metric": "text", "n_seeds": "count", "seeds": "text",
+    "model": "text", "recipe": "text", "method": "text", "metric": "text", "n_seeds": "count", "seeds": "text",
     "base_score": "score", "final_score": "score", "gain": "score", "gain_ci_lo": "score",
     "gain_ci_hi": "score", "ci_kind": "text", "gain_vs_diffu_grpo": "score", "rollout_budget": "count",
     "train_nfe": "count", "eval_nfe": "count", "wall_time_s": "time", "n_problems": "text",
@@ -160,7 +162,7 @@ def _record(s: dict, run: str) -> dict | None:
            "wall_time_s": _num(s, "wall_time_s")}
     if base_only:
         seed = s.get("seed")
-        return rec | {"method": BASE_ONLY, "seed": seed if isinstance(seed, int) else None,
+        return rec | {"method": BASE_ONLY, "recipe": "", "seed": seed if isinstance(seed, int) else None,
                       "base": _num(s, "metrics", pm)}
     seed = _get(s, "seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -169,7 +171,10 @@ def _record(s: dict, run: str) -> dict | None:
     if not isinstance(ci, list) or len(ci) != 2:
         raise _Skip(f"field gain_ci95 is {ci!r}, expected [lo, hi]")
     ci_lo, ci_hi = _finite(ci[0], "gain_ci95[0]"), _finite(ci[1], "gain_ci95[1]")
-    return rec | {"method": _text(s, "method"), "seed": seed, "base": _num(s, "base", pm),
+    recipe = s.get("recipe") or (s.get("config") or {}).get("recipe") or "equal"  # before recipes: equal
+    if not isinstance(recipe, str):
+        raise _Skip(f"field recipe is {recipe!r}, expected a string")
+    return rec | {"method": _text(s, "method"), "recipe": recipe, "seed": seed, "base": _num(s, "base", pm),
                   "final": _num(s, "final", pm), "gain": _num(s, "gain"), "ci_lo": ci_lo, "ci_hi": ci_hi,
                   "rollout_budget": _num(s, "train", "rollout_budget"),
                   "train_nfe": _num(s, "train", "train_nfe")}
@@ -193,9 +198,10 @@ def load_records(results_dir: Path, report: Report) -> list[dict]:
             report.ignored.append(Problem(rel, "kind is not 'run' or 'eval'; not a leaderboard row"))
             continue
         if not rec["base_only"]:
-            key = (rec["task"], rec["model"], rec["method"], rec["rollout_budget"], rec["seed"])
+            key = (rec["task"], rec["model"], rec["recipe"], rec["method"], rec["rollout_budget"], rec["seed"])
             if key in seen:
-                report.skipped.append(Problem(rel, f"same task, model, method, rollout budget and seed as {seen[key]}"))
+                report.skipped.append(Problem(rel, f"same task, model, recipe, method, rollout budget and seed as "
+                                                   f"{seen[key]}"))
                 continue
             seen[key] = rel
         records.append(rec)
@@ -217,7 +223,7 @@ def _row(group: pd.DataFrame) -> dict:
     """One leaderboard row from the records of one (task, model, method); numbers unformatted."""
     group = group.sort_values(["seed", "run"], na_position="last")
     n = len(group)
-    row = {"model": group["model"].iloc[0], "method": group["method"].iloc[0],
+    row = {"model": group["model"].iloc[0], "recipe": group["recipe"].iloc[0], "method": group["method"].iloc[0],
            "metric": _distinct(group["metric"]), "n_seeds": n,
            "seeds": ";".join(str(int(s)) for s in group["seed"].dropna()),
            "base_score": group["base"].mean(), "eval_nfe": group["eval_nfe"].mean(),
@@ -242,9 +248,10 @@ def task_table(records: pd.DataFrame) -> pd.DataFrame:
     # runs at different rollout budgets are different experiments: one row each, never averaged together,
     # and a row's gain is compared with diffu-GRPO's at the same budget only
     records = records.assign(_budget=records["rollout_budget"].fillna(-1) if "rollout_budget" in records else -1)
-    rows = [_row(g) for _, g in records.groupby(["model", "method", "_budget"], sort=True)]
+    records = records.assign(recipe=records["recipe"].fillna("") if "recipe" in records else "")
+    rows = [_row(g) for _, g in records.groupby(["model", "recipe", "method", "_budget"], sort=True)]
     table = pd.DataFrame(rows).reindex(columns=list(COLUMNS))
-    for idx in table.groupby(["model", table["rollout_budget"].fillna(-1)]).groups.values():
+    for idx in table.groupby(["model", "recipe", table["rollout_budget"].fillna(-1)]).groups.values():
         sub = table.loc[idx]
         ref = sub.loc[sub["method"] == BASELINE_METHOD, "gain"]
         if len(ref) == 1 and pd.notna(ref.iloc[0]) and ref.iloc[0] != 0:
@@ -253,7 +260,7 @@ def task_table(records: pd.DataFrame) -> pd.DataFrame:
     table["_base"] = table["method"] != BASE_ONLY
     table["_neg_gain"] = -table["gain"].astype(float)
     table["_neg_budget"] = -table["rollout_budget"].astype(float)  # the largest budget first
-    table = table.sort_values(["model", "_base", "_neg_budget", "_neg_gain", "method"], na_position="last",
+    table = table.sort_values(["model", "_base", "recipe", "_neg_budget", "_neg_gain", "method"], na_position="last",
                               kind="stable")
     return table.drop(columns=["_base", "_neg_budget", "_neg_gain"]).reset_index(drop=True)
 
@@ -284,7 +291,7 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-MD_COLUMNS = (("model", "model"), ("method", "method"), ("metric", "metric"), ("n_seeds", "seeds"),
+MD_COLUMNS = (("model", "model"), ("recipe", "recipe"), ("method", "method"), ("metric", "metric"), ("n_seeds", "seeds"),
               ("base_score", "base"), ("final_score", "final"), ("gain", "gain"), ("_ci", "gain 95% CI"),
               ("ci_kind", "CI kind"), ("gain_vs_diffu_grpo", "gain ÷ diffu-GRPO"),
               ("rollout_budget", "rollout budget"), ("train_nfe", "train NFE"), ("eval_nfe", "eval NFE"),
@@ -368,8 +375,11 @@ def plot_task(task: str, runs: pd.DataFrame, curves: dict[str, pd.DataFrame], re
     ev = f"eval_{next(iter(metrics))}" if len(metrics) == 1 else None
     y = ev if ev and loaded and all(ev in c and c[ev].notna().any() for c in loaded) else "reward"
     lines = []
-    several = runs.groupby(["model", "method"])["rollout_budget"].nunique().gt(1).any()
-    for (model, method, budget), g in runs.groupby(["model", "method", "rollout_budget"], sort=True, dropna=False):
+    runs = runs.assign(recipe=runs["recipe"].fillna("") if "recipe" in runs else "")
+    several = runs.groupby(["model", "recipe", "method"])["rollout_budget"].nunique().gt(1).any()
+    recipes = runs["recipe"].nunique() > 1
+    for (model, recipe, method, budget), g in runs.groupby(["model", "recipe", "method", "rollout_budget"], sort=True,
+                                                            dropna=False):
         usable = []
         for run in g["run"]:
             c = curves.get(run)
@@ -378,7 +388,8 @@ def plot_task(task: str, runs: pd.DataFrame, curves: dict[str, pd.DataFrame], re
             elif c is not None:
                 report.warnings.append(Problem(f"{run}/curve.csv", f"no {y} values; left out of the plot"))
         if usable:
-            label = f"{model} / {method}" + (f" ({budget:.0f} rollouts)" if several else "")
+            label = f"{model} / {method}" + (f" [{recipe}]" if recipes else "") + \
+                (f" ({budget:.0f} rollouts)" if several else "")
             lines.append((label, curve_band(usable, y)))
     if not lines:
         return None

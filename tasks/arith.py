@@ -186,7 +186,6 @@ class Arith(GSM8K):
     # `harness pretrain` budget: 2400 steps of batch 32, cut at 280 s on a slow or busy machine
     # (2400 steps took 232 s on 2 idle cores)
     pretrain_steps = 2400
-    pretrain_seconds = 280.0
     # RL (every method alike): roll out 4 x 8 prompts per step and train on the 8 groups with mixed rewards
     # first (DAPO's dynamic sampling, capped). Without it 60% of the groups had equal rewards and 100 steps
     # left validation accuracy flat or lower; with it +2.5 points [+0.5, +4.5] (docs/RL_SETTINGS.md)

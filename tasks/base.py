@@ -104,8 +104,7 @@ class Task:
     # ---- RL: the task's own TrainConfig values (the same for every method), e.g. arith's {"oversample": 4}
     rl_defaults: ClassVar[dict[str, Any]] = {}
     # ---- the embedded `tiny` model (harness/pretrain.py); only embedded tasks set these
-    pretrain_steps: ClassVar[int | None] = None  # default optimizer-step budget of `harness pretrain`
-    pretrain_seconds: ClassVar[float | None] = None  # default time budget
+    pretrain_steps: ClassVar[int | None] = None  # the fixed optimizer steps of `harness pretrain` (no time cap)
     pretrain_config: ClassVar[dict[str, Any]] = {}  # PretrainConfig fields of its own (shapes: a lower lr)
     tiny_tokens: ClassVar[tuple[str, ...]] = ()  # strings the tiny tokenizer keeps as one token each
     # ---- rewards (tasks/rewards.py): name -> weight of the reward functions a run uses unless it chooses

@@ -198,7 +198,6 @@ class MiniCode(MBPP):
     # `harness pretrain` budget: 2000 steps of batch 32, cut at 280 s on a slow or busy machine
     # (pass@1 rises steeply with steps: 2% after 800, 55% after 2000)
     pretrain_steps = 2000
-    pretrain_seconds = 280.0
 
     def load(self, data: str | None = None, split: str = "test", limit: int | None = None) -> list[Example]:
         if data:

@@ -287,7 +287,6 @@ class ShapesTask(Task):
     codebook_tokens = staticmethod(codebook_tokens)  # the image vocabulary, ids 0..8 as `<img0>`..`<img8>`
     tiny_tokens = tuple(codebook_tokens())  # one token each in the tiny model's tokenizer
     pretrain_steps = 1500
-    pretrain_seconds = 280.0
     # At the text tasks' peak rate (2e-3) the tiny model learns to draw but ignores the prompt: at an
     # all-masked canvas its colour distribution was the same for "a red square" and "a blue square"
     # (0.12 on each of the 8 colours). At 5e-4, with the MaskGIT (cosine) mask ratios, it puts 0.82-0.91

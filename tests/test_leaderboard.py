@@ -121,9 +121,9 @@ def test_single_seed_row_uses_the_runs_bootstrap_ci_and_no_ratio_without_diffu_g
 def test_markdown_shows_the_same_numbers_and_links_the_plot(built):
     out, _ = built
     md = (out / "gsm8k.md").read_text(encoding="utf-8")
-    assert ("| tiny | maskgrpo | accuracy | 3 | 0.5000 | 0.7100 | 0.2100 | [0.1670, 0.2530] | seeds_t | 2.1000 "
+    assert ("| tiny | equal | maskgrpo | accuracy | 3 | 0.5000 | 0.7100 | 0.2100 | [0.1670, 0.2530] | seeds_t | 2.1000 "
             "| 600 | 1100 | 256 | 12.0 | 50 | 64 |") in md
-    assert "| tiny | diffu-grpo | accuracy | 3 | 0.5000 | 0.6000 | 0.1000 | [-0.0242, 0.2242] |" in md
+    assert "| tiny | equal | diffu-grpo | accuracy | 3 | 0.5000 | 0.6000 | 0.1000 | [-0.0242, 0.2242] |" in md
     assert "![gsm8k: training curves](gsm8k.png)" in md
     assert "published.md" in md and "84.7" not in md  # published numbers never enter measured tables
 
@@ -205,7 +205,7 @@ def test_second_run_of_the_same_seed_is_skipped_by_name(tmp_path):
     shutil.copytree(results / "gsm8k-tiny-maskgrpo-s0", results / "zz-rerun")
     report = build_leaderboards(results, tmp_path / "out")
     reason = problems(report["skipped"], results)["zz-rerun/summary.json"]
-    assert reason == "same task, model, method, rollout budget and seed as gsm8k-tiny-maskgrpo-s0/summary.json"
+    assert reason == "same task, model, recipe, method, rollout budget and seed as gsm8k-tiny-maskgrpo-s0/summary.json"
     assert rows(tmp_path / "out" / "gsm8k.csv")["maskgrpo"]["gain"] == "0.2100"  # unchanged
 
 
@@ -264,3 +264,33 @@ def test_image_runs_link_their_pictures(tmp_path):
     md = (tmp_path / "out" / "mbpp.md").read_text()
     assert "[mbpp-tiny-maskgrpo-s0](../results/mbpp-tiny-maskgrpo-s0/images.png)" in md
     assert "Pictures" not in (tmp_path / "out" / "gsm8k.md").read_text()
+
+
+def test_a_row_never_mixes_recipes_and_the_ratio_is_taken_within_a_recipe(tmp_path):
+    """The same method and budget under `equal` (no recipe field: written before recipes) and `paper`
+    are two rows; gain / diffu-GRPO's is computed within each recipe."""
+    results = _copy_results(tmp_path)
+    for name in sorted(p.name for p in results.iterdir() if (p / "summary.json").exists()):
+        try:
+            s = json.loads((results / name / "summary.json").read_text())
+        except ValueError:
+            continue  # the fixture's deliberately broken summaries
+        if not isinstance(s, dict) or s.get("task") != "gsm8k" or s.get("kind") != "run" or \
+                s.get("method") in (None, "none") or not isinstance(s.get("gain"), float):
+            continue
+        s["recipe"] = "paper"
+        s["gain"] = s["gain"] * 2
+        (results / f"{name}-paper").mkdir()
+        (results / f"{name}-paper" / "summary.json").write_text(json.dumps(s))
+    build_leaderboards(results, tmp_path / "out")
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "out" / "gsm8k.csv", keep_default_na=False)
+    mg = table[table["method"] == "maskgrpo"]
+    assert sorted(mg["recipe"]) == ["equal", "paper"]
+    assert all(len(set(r.split(";"))) == len(r.split(";")) for r in mg["runs"])
+    paper_runs = mg[mg["recipe"] == "paper"]["runs"].iloc[0].split(";")
+    assert all(r.endswith("-paper") for r in paper_runs)
+    # both gains doubled, so the ratio to diffu-GRPO within the paper recipe equals equal's
+    ratios = dict(zip(mg["recipe"], mg["gain_vs_diffu_grpo"]))
+    assert float(ratios["paper"]) == pytest.approx(float(ratios["equal"]))

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from harness.pretrain import PretrainConfig, _collate, _lr, _ThreadChooser, diffusion_loss, pretrain
+from harness.pretrain import PretrainConfig, _collate, _lr, diffusion_loss, pretrain
 
 
 class Recorder:
@@ -49,18 +49,24 @@ def test_lr_warms_up_then_decays_to_the_floor():
     assert _lr(1000, 1.0, cfg) == pytest.approx(1e-4)
 
 
-def test_thread_chooser_keeps_the_faster_setting_and_restores_the_default():
-    before = torch.get_num_threads()
-    chooser = _ThreadChooser(every=100, probe=3, warmup=0)
-    chooser.options = [2, 1]  # pretend a 2-core machine
-    for step in range(6):
-        chooser.before_step(step)
-        n = torch.get_num_threads()
-        chooser.after_step(0.4 if n == 2 else 0.1)  # one thread is faster (a busy machine)
-    chooser.before_step(6)
-    assert torch.get_num_threads() == 1
-    chooser.restore()
-    assert torch.get_num_threads() == before
+def test_pretrain_threads_are_half_the_available_cores_and_never_zero():
+    from harness.pretrain import pretrain_threads
+
+    assert [pretrain_threads(n) for n in (1, 2, 3, 4, 16)] == [1, 1, 1, 2, 8]
+
+
+def test_available_cores_honours_affinity(monkeypatch):
+    import os
+
+    from harness.pretrain import available_cores
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert 1 <= available_cores() <= 3
+
+
+def test_pretrain_refuses_a_time_budget(tmp_path):
+    with pytest.raises(ValueError, match="not a time budget"):
+        pretrain("arith", steps=2, seconds=10.0, progress=False, out=tmp_path / "x")
 
 
 def test_a_short_pretrain_lowers_the_loss_and_loads_through_the_hf_path(tmp_path):
@@ -126,3 +132,23 @@ def test_a_task_sets_its_own_pretrain_fields_unless_the_caller_passes_a_config(t
     cfg = PretrainConfig(hidden=32, layers=1, heads=2, ffn=64, lr=1e-3)
     out = pretrain("shapes", steps=2, seconds=None, seed=0, progress=False, out=tmp_path / "c", config=cfg)
     assert json.loads((out / "pretrain.json").read_text())["config"]["lr"] == 1e-3
+
+
+def test_two_processes_pretrain_bitwise_the_same_weights(tmp_path):
+    """Determinism across processes (not two calls in one process): same seed and steps, same bytes."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from harness.pretrain import PretrainConfig, pretrain; "
+            "cfg = PretrainConfig(hidden=32, layers=1, heads=2, ffn=64, batch_size=16, warmup_steps=2); "
+            "pretrain('arith', steps=12, seed=3, progress=False, out=sys.argv[1], config=cfg)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    digests = []
+    for name in ("a", "b"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True, env=env, timeout=600)
+        digests.append(hashlib.sha256((tmp_path / name / "model.safetensors").read_bytes()).hexdigest())
+        info = json.loads((tmp_path / name / "pretrain.json").read_text())
+        assert info["steps"] == 12 and info["torch_threads"] >= 1
+    assert digests[0] == digests[1]

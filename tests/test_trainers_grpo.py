@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from trainers import coupled_grpo, diffu_grpo, maskgrpo, spg, tracerl, unigrpo, wd1
+from trainers import maskgrpo, spg, wd1
 from trainers.estimators import RolloutBatch, make_view
 from trainers.grpo import (
     LossInputs,
@@ -109,9 +109,13 @@ def test_wd1_loss_is_minus_net_weight_times_summed_log_likelihood():
     b = _batch(B=2, L=3)
     view = make_view(b, torch.ones(2, 3, dtype=torch.bool), torch.ones(2, 3, dtype=torch.bool))
     lp = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.5, -1.0]], requires_grad=True)
-    out = wd1.loss(LossInputs([lp], None, None, [view], torch.tensor([0.4, -0.4])), wd1.WD1Config())
+    inp = LossInputs([lp], None, None, [view], torch.tensor([0.4, -0.4]))
+    out = wd1.loss(inp, wd1.WD1Config(loss_norm="sequence"))
     # row 0: -0.4 * (-6) = 2.4; row 1: 0.4 * (-2) = -0.8
     assert torch.allclose(out.per_sequence, torch.tensor([2.4, -0.8]))
+    # wd1's code sums over the group (its micro-batch): the loop's sum / B must be 2.4 - 0.8 = 1.6
+    out = wd1.loss(inp, wd1.WD1Config())
+    assert out.per_sequence.sum().item() / 2 == pytest.approx(1.6)
 
 
 def test_spg_uses_the_elbo_for_positive_and_the_mixture_for_negative_advantages():
@@ -142,17 +146,22 @@ def test_spg_loss_stays_finite_when_a_row_hides_nothing():
     assert torch.isfinite(out.per_sequence).all() and torch.isfinite(lp.grad).all()
 
 
-def test_method_configs_document_their_papers_defaults():
-    assert (maskgrpo.MaskGRPOConfig().mu, maskgrpo.MaskGRPOConfig().epsilon, maskgrpo.MaskGRPOConfig().beta) == \
-        (12, 0.2, 0.01)
-    d = diffu_grpo.DiffuGRPOConfig()
-    assert (d.mu, d.epsilon, d.beta, d.p_mask_prompt) == (12, 0.5, 0.04, 0.15)
-    c = coupled_grpo.CoupledGRPOConfig()
-    assert (c.t_low, c.t_high) == (0.2, 0.8)
-    assert tracerl.TraceRLConfig().shrink == 8 and unigrpo.UniGRPOConfig().epsilon == 0.2
+def test_recipes_give_the_mask_ratio_schedules_worked_from_maskgrpos_formula():
+    """t_j = min(gamma + (1 - gamma)(j+1)/mu, 0.999) (mask_grpo_trainer.py _get_per_token_logps_uni) with
+    the recipe's mu: paper mu = 12, gamma = 0.6 -> 0.6333, 0.6667, ..., 0.9667, 0.999; equal mu = 4 ->
+    0.7, 0.8, 0.9, 0.999 (values worked by hand, not by the code under test)."""
+    from tasks import get_task
+    from trainers.loop import TrainConfig
+
+    task = get_task("arith")
+    expected = {"paper": [0.6 + 0.4 * k / 12 for k in range(1, 12)] + [0.999], "equal": [0.7, 0.8, 0.9, 0.999]}
+    for recipe, ts in expected.items():
+        cfg = TrainConfig.for_task(task, "maskgrpo", recipe=recipe)
+        mcfg = METHODS.get("maskgrpo").make_config(**cfg.method_overrides)
+        assert maskgrpo.maskgrpo_schedule(mcfg.mu, mcfg.gamma, mcfg.t_max) == pytest.approx(ts)
     assert maskgrpo.MaskGRPOConfig().for_kind("image").gamma == 0.8
 
 
 def test_unknown_method_setting_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown maskgrpo setting.*valid: mu, epsilon, beta, gamma"):
+    with pytest.raises(ValueError, match="unknown maskgrpo setting.*valid: mu, epsilon, beta, .*gamma"):
         METHODS.get("maskgrpo").make_config(gamm=0.5)

@@ -148,7 +148,7 @@ def test_maskgrpo_on_an_image_task_uses_the_emerge_sampler_and_image_epsilon():
 
 def test_for_task_routes_method_fields_and_rejects_unknown_keys():
     cfg = TrainConfig.for_task(ToyTask(), "maskgrpo", steps=7, lr=1e-5, mu=3)
-    assert cfg.steps == 7 and cfg.lr == 1e-5 and cfg.method_overrides == {"mu": 3}
+    assert cfg.steps == 7 and cfg.lr == 1e-5 and cfg.method_overrides["mu"] == 3 and cfg.recipe == "equal"
     with pytest.raises(ValueError, match="unknown training setting 'nope'"):
         TrainConfig.for_task(ToyTask(), "maskgrpo", nope=1)
 

@@ -9,8 +9,12 @@ once by the coupled pair; its estimate is the mean of the full-mask log-prob and
 advantages; the shared clipped surrogate + beta * k3 KL on that estimate. The prompt is never hidden
 (p_mask_prompt = 0.0 in its config).
 
+The loss is a token-level mean over the micro-batch of 5 completions (coupled_grpo.py `compute_loss`:
+`(per_token_loss * completion_mask).sum() / completion_mask.sum().clamp(min=1.0)`;
+config_coupled_code.yaml `per_device_train_batch_size: 5`) and the reference is refreshed every 64
+optimizer updates (`sync_ref_model: True`, `ref_model_sync_steps: 64`).
+
 Departures from the published method:
-* The reference policy is the frozen initial model; DiffuCoder's config syncs it every 64 steps.
 * One t per inner iteration for the whole (per-process) batch, as the code does.
 """
 
@@ -32,6 +36,8 @@ class CoupledGRPOConfig(MethodConfig):
     beta: float = 0.01  # same config
     t_low: float = 0.2  # t ~ U(0.2, 0.8): `random.uniform(0.2, 0.8)` in its forward_process
     t_high: float = 0.8
+    norm_rows: int = 5  # config_coupled_code.yaml per_device_train_batch_size: 5 (half a group of 10)
+    ref_sync_every: int = 64  # config_coupled_code.yaml ref_model_sync_steps: 64
 
     def __post_init__(self):
         super().__post_init__()

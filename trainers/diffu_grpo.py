@@ -3,10 +3,13 @@ github.com/dllm-reasoning/d1): the one-step log-prob estimate.
 
 Every inner iteration hides the whole completion and each real prompt token with probability 0.15
 (a fresh draw per iteration), and scores every completion token in a single forward pass - a mean-field
-estimate of log pi(o_k | q). Advantages r - mean; the shared clipped surrogate + beta * k3 KL.
+estimate of log pi(o_k | q). Advantages r - mean; the shared clipped surrogate + beta * k3 KL, a
+token-level mean over the micro-batch of 6 completions (diffu_grpo_trainer.py `compute_loss`:
+`(per_token_loss * completion_mask).sum() / completion_mask.sum()`, completion_mask up to the first EOS).
+The reference is refreshed every 64 optimizer updates (train.yaml `sync_ref_model: True`,
+`ref_model_sync_steps: 64`; TR-DPO mix with TRL's default alpha 0.6).
 
 Departures from the published method:
-* The reference policy is the frozen initial model; d1's config syncs it every 64 steps (TR-DPO style).
 * Only real prompt tokens can be hidden; d1 draws the prompt mask over padding too (a hidden pad
   changes nothing the model attends to).
 """
@@ -28,6 +31,8 @@ class DiffuGRPOConfig(MethodConfig):
     epsilon: float = 0.5  # d1 train.yaml
     beta: float = 0.04  # d1 train.yaml
     p_mask_prompt: float = 0.15  # d1 train.yaml: prompt tokens hidden per iteration (a regulariser)
+    norm_rows: int = 6  # d1 train.yaml per_device_train_batch_size: 6 (the token mean's micro-batch)
+    ref_sync_every: int = 64  # d1 train.yaml ref_model_sync_steps: 64
 
     def __post_init__(self):
         super().__post_init__()

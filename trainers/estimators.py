@@ -74,15 +74,16 @@ class MaskedView:
 
 def make_view(batch: RolloutBatch, hide_completion: torch.Tensor, score: torch.Tensor,
               hide_prompt: torch.Tensor | None = None, weight: torch.Tensor | float | None = None,
-              region: torch.Tensor | None = None) -> MaskedView:
-    """Build a view. Only real prompt tokens can be hidden; only valid completion tokens are scored."""
+              region: torch.Tensor | None = None, score_padding: bool = False) -> MaskedView:
+    """Build a view. Only real prompt tokens can be hidden; only valid completion tokens are scored, or,
+    with score_padding, every token the decoder filled (the EOS padding after the first EOS included)."""
     dev = batch.device
     hide_completion = hide_completion.to(dev)  # (B, L) bool
     hp = torch.zeros_like(batch.prompt_mask) if hide_prompt is None else hide_prompt.to(dev) & batch.prompt_mask
     ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1).clone()  # (B, P+L)
     ids[torch.cat([hp, hide_completion], dim=1)] = batch.mask_id
     attn = torch.cat([batch.prompt_mask, torch.ones_like(batch.valid)], dim=1)  # (B, P+L)
-    score = score.to(dev) & batch.valid
+    score = score.to(dev) & (batch.completion_ids != batch.mask_id if score_padding else batch.valid)
     if weight is None:
         weight = 1.0
     if torch.is_tensor(weight):

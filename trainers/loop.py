@@ -86,6 +86,7 @@ class TrainConfig:
     eval_limit: int | None = None  # first N test problems, for the built-in evaluator only
     checkpoint_every: int = 50  # steps between checkpoints (and at the end) when out_dir is given
     log_every: int = 1  # steps between progress lines
+    recipe: str = "equal"  # equal | paper (trainers/recipes.py): recorded with the run; set by for_task
     method_overrides: dict = field(default_factory=dict)  # fields of the method's config, e.g. {"mu": 4}
 
     def __post_init__(self):
@@ -99,6 +100,9 @@ class TrainConfig:
             raise ValueError(f"num_generations={self.num_generations}: group advantages need G >= 2")
         if self.lr <= 0:
             raise ValueError(f"lr={self.lr} must be > 0")
+        from trainers.recipes import check_recipe
+
+        check_recipe(self.recipe)
         if self.lr_schedule not in ("constant", "cosine", "linear"):
             raise ValueError(f"lr_schedule={self.lr_schedule!r}; choose constant, cosine or linear")
         for name in ("micro_batch_size", "rollout_batch_size"):
@@ -106,14 +110,20 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1 or None (all at once)")
 
     @classmethod
-    def for_task(cls, task: Task, method: str, steps: int | None = None, **overrides: Any) -> TrainConfig:
-        """Defaults for `task` (CPU scale for embedded tasks) with `--set KEY=VALUE` overrides; a key that is
-        not a TrainConfig field but a field of the method's config goes to `method_overrides`."""
+    def for_task(cls, task: Task, method: str, steps: int | None = None, recipe: str = "equal",
+                 **overrides: Any) -> TrainConfig:
+        """Defaults for `task` (CPU scale for embedded tasks), then the recipe's settings for `method`
+        (trainers/recipes.py), then `--set KEY=VALUE` overrides; a key that is not a TrainConfig field but a
+        field of the method's config goes to `method_overrides`."""
+        from trainers.recipes import recipe_settings
+
         values: dict[str, Any] = dict(EMBEDDED_DEFAULTS) if task.embedded else {}
         values.update(task.rl_defaults)  # a task's own budget (same for every method)
         own = {f.name for f in fields(cls)}
         method_fields = {f.name for f in fields(get_method(method).config_cls)}
-        mo = dict(EMBEDDED_METHOD_DEFAULTS) if task.embedded else {}
+        recipe_train, mo = recipe_settings(recipe, method, task.embedded)
+        values.update(recipe_train)
+        values["recipe"] = recipe
         mo.update(overrides.pop("method_overrides", None) or {})
         for k, v in overrides.items():
             if k in own:
@@ -136,7 +146,7 @@ class TrainConfig:
 # Decoding 96 completions per call is ~10% faster on 2 CPU cores than 192 at once (cache-sized batches).
 EMBEDDED_DEFAULTS = {"steps": 100, "prompts_per_step": 8, "num_generations": 6, "lr": 3e-5, "eval_every": 50,
                      "eval_limit": 500, "temperature": 1.0, "diffusion_steps": 16, "rollout_batch_size": 96}
-EMBEDDED_METHOD_DEFAULTS = {"mu": 4, "beta": 0.1}
+# mu and beta: the `equal` recipe's shared values (trainers/recipes.py EQUAL_EMBEDDED_METHOD)
 
 
 @dataclass
@@ -187,6 +197,7 @@ def train(model, task: Task, method_name: str, train_examples: Sequence[Example]
         start, state = ckpt.load(path, module=run.module, optimizer=run.optimizer, scheduler=run.scheduler,
                                  config=config)
         state.setdefault("rollouts", start * cfg.prompts_per_step * cfg.num_generations)  # saved before oversample
+        run.load_reference(state.pop("reference", None))
         saved = start
     t0, wall0 = time.perf_counter(), state["wall_time_s"]
     try:
@@ -205,7 +216,8 @@ def train(model, task: Task, method_name: str, train_examples: Sequence[Example]
             if path is not None and (step % every == 0 or step == cfg.steps):
                 if run.acc.is_main_process:
                     ckpt.save(path, module=run.acc.unwrap_model(run.wrapped), optimizer=run.optimizer,
-                              scheduler=run.scheduler, step=step, state=state, config=config)
+                              scheduler=run.scheduler, step=step, state={**state, **run.reference_state()},
+                              config=config)
                 saved = step
                 run.acc.wait_for_everyone()
             if progress and run.acc.is_main_process and (step % max(cfg.log_every, 1) == 0 or step == cfg.steps):
@@ -479,7 +491,8 @@ class _Run:
                            for v in views]
                 inp = LossInputs(logp=cur, old_logp=None if old is None else [o[sl] for o in old],
                                  ref_logp=None if ref is None else [r[sl] for r in ref],
-                                 views=[v.rows(sl) for v in views], advantages=A[sl])
+                                 views=[v.rows(sl) for v in views], advantages=A[sl],
+                                 all_views=views, rows=sl, group_size=self.cfg.num_generations)
                 out = self.method.loss(inp, self.mcfg)
                 loss = out.per_sequence.sum() / batch.B
                 if not torch.isfinite(loss):
@@ -497,9 +510,31 @@ class _Run:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        self.maybe_sync_reference()
         stats.sums["loss"] += total
         stats.sums["grad_norm"] += norm
         stats.sums["updates"] += 1
+
+    def reference_state(self) -> dict:
+        """{"reference": weights} when the reference is refreshed during training (so a resume restores it)."""
+        if self.ref is None or not int(getattr(self.mcfg, "ref_sync_every", 0) or 0):
+            return {}
+        return {"reference": {k: v.detach().clone() for k, v in self.ref.state_dict().items()}}
+
+    def load_reference(self, weights: dict | None) -> None:
+        if weights is not None and self.ref is not None:
+            self.ref.load_state_dict(weights)
+
+    def maybe_sync_reference(self) -> None:
+        """TR-DPO's reference refresh (TRL SyncRefModelCallback): every `ref_sync_every` optimizer updates,
+        ref <- alpha * policy + (1 - alpha) * ref, parameter by parameter."""
+        every = int(getattr(self.mcfg, "ref_sync_every", 0) or 0)
+        if self.ref is None or every <= 0 or self.scheduler.last_epoch % every:
+            return
+        alpha = float(self.mcfg.ref_sync_alpha)
+        with torch.no_grad():
+            for r, p in zip(self.ref.parameters(), self.module.parameters()):
+                r.mul_(1.0 - alpha).add_(p.detach().to(r.dtype), alpha=alpha)
 
     def row(self, step: int, ro, kept, adv: torch.Tensor, stats: _Stats, forwards: int, seconds: float,
             state: dict) -> dict:

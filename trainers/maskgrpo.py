@@ -6,14 +6,19 @@ Inner iteration j of mu uses the ratio t_j = min(gamma + (1 - gamma)(j+1)/mu, 0.
   probability 1 - 2(1-t)(1 - n/(L-1)), clamped to [0, 1], so later tokens are hidden more often;
 * image: each image token hidden uniformly with probability t (gamma = 0.8); rollouts use the emerge
   sampler unless the shared config names another.
-The prompt is never hidden; the hidden completion tokens are scored; advantages (r - mean)/(std + 1e-5);
-the loss is the shared clipped surrogate + beta * k3 KL.
+The prompt is never hidden; every hidden completion token is scored, the EOS padding after the first
+EOS included (`score_padding`: the reference's `completion_mask` is its `perturb_mask` in version `uni`,
+grpo/mask_grpo_trainer.py `_generate_and_score_completions`; on arith ~27 scored tokens a row instead of
+~15); advantages (r - mean)/(std + 1e-5); the loss is the shared clipped surrogate + beta * k3 KL,
+a token-level mean over the micro-batch of 6 completions (`loss = (per_token_loss * completion_mask).sum()
+/ completion_mask.sum()`, `compute_loss`); the reference is refreshed every 64 optimizer updates
+(configs/rl.yaml `sync_ref_model: True`, `ref_model_sync_steps: 64`).
 
-Departures from the published method:
-* The reference policy is the frozen initial model. MaskGRPO's code syncs it to the policy every 64
-  steps (TR-DPO style, `sync_ref_model`); the harness keeps one reference for every method.
-* Masks are drawn per position independently (Bernoulli with the probability above); the code does the
-  same, so the *number* of hidden tokens varies around t*L.
+The `equal` recipe (trainers/recipes.py) keeps the harness's earlier choices instead: tokens up to the
+first EOS, per-completion mean, frozen reference.
+
+Masks are drawn per position independently (Bernoulli with the probability above); the code does the
+same, so the *number* of hidden tokens varies around t*L.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ class MaskGRPOConfig(MethodConfig):
     image_epsilon: float = 0.001  # clip range of its image scripts
     t_max: float = 0.999  # the ratio never reaches 1 (a fully hidden completion gives no fading signal)
     adv_eps: float = 1e-5  # advantage = (r - mean) / (std + adv_eps)
+    score_padding: bool = True  # score hidden EOS padding too (the reference's perturb_mask)
+    norm_rows: int = 6  # token-level mean per micro-batch: PER_DEVICE_BS=6 in t2t_grpo_train.sh
+    ref_sync_every: int = 64  # configs/rl.yaml: sync_ref_model True, ref_model_sync_steps 64
 
     def __post_init__(self):
         super().__post_init__()
@@ -59,7 +67,7 @@ def views(j: int, batch: RolloutBatch, cfg: MaskGRPOConfig, gen: torch.Generator
     else:
         probs = fading_out_probs(t, batch.L)[None, :].expand(batch.B, -1)  # (B, L) rises along the text
     hide = bernoulli(probs, gen)  # (B, L)
-    return [make_view(batch, hide_completion=hide, score=hide)]
+    return [make_view(batch, hide_completion=hide, score=hide, score_padding=cfg.score_padding)]
 
 
 def rollout_sampler(kind: str) -> str | None:

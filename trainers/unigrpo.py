@@ -12,7 +12,8 @@ Departures from the published method:
 * MMaDA's Algorithm 1 draws one start per prompt; the design asks for one per completion, which we use.
 * t is clamped to at least `min_ratio`, as LLaDA's ELBO sampling does, so a row is rarely left with
   nothing hidden; such a row simply contributes no tokens.
-* The reference policy is the frozen initial model.
+* The loss is MaskGRPO's code's (its UniGRPO baseline runs in the same trainer): a token-level mean
+  over the micro-batch of 6 completions and a reference refreshed every 64 optimizer updates.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class UniGRPOConfig(MethodConfig):
     epsilon: float = 0.2  # same source
     beta: float = 0.01  # same source
     min_ratio: float = 1e-3  # LLaDA's eps: t in [eps, 1]
+    norm_rows: int = 6  # MaskGRPO's t2t_grpo_train.sh PER_DEVICE_BS=6
+    ref_sync_every: int = 64  # MaskGRPO's configs/rl.yaml ref_model_sync_steps: 64
 
 
 def advantages(rewards: torch.Tensor, cfg: UniGRPOConfig) -> torch.Tensor:

@@ -10,9 +10,11 @@ down with weight w- = softmax(-psi A) (softmax over the G completions of its pro
 as in `RevDiffuGRPOTrainer.compute_loss` (trainer type `wll_d1_neg`). The loop's "advantage" for wd1
 is the net weight w+ - w-; a group with equal rewards has w+ = w- and so gives no gradient.
 
+Normalisation (`loss_norm`): "group_sum" (the reference's, `paper` recipe): the sum over the micro-batch
+of 6 completions (one group: `per_device_train_batch_size: 6` in wd1/train.yaml), the mean over
+micro-batches; "sequence" (the `equal` recipe's): the mean over completions, 1/G of that.
+
 Departures from the published method:
-* The loop averages the per-completion losses over completions; wd1's code sums over the group and
-  averages over prompts, which differs by the constant factor G (absorbed by gradient clipping and lr).
 * beta defaults to 0: that trainer has no KL term (its yaml's beta 0.04 is unused by it). A beta > 0
   adds the shared k3 KL to the frozen initial model.
 """
@@ -24,7 +26,15 @@ from dataclasses import dataclass
 import torch
 
 from trainers.estimators import RolloutBatch, combine_views, one_step_view
-from trainers.grpo import LossInputs, LossOutput, MethodConfig, centered_advantages, kl_term, masked_row_mean
+from trainers.grpo import (
+    LossInputs,
+    LossOutput,
+    MethodConfig,
+    batch_rows,
+    centered_advantages,
+    kl_term,
+    masked_row_mean,
+)
 from trainers.methods import Method, register
 
 
@@ -35,6 +45,9 @@ class WD1Config(MethodConfig):
     beta: float = 0.0  # the wll_d1_neg trainer has no KL term
     psi: float = 1.0  # softmax temperature on A; its code uses torch.softmax(advantages), i.e. psi = 1
     p_mask_prompt: float = 0.15  # d1's estimator, p_mask_prompt in wd1/train.yaml
+    loss_norm: str = "group_sum"  # group_sum: the reference's | sequence: the equal recipe's
+    norm_rows: int = 6  # wd1/train.yaml per_device_train_batch_size: 6 (= num_generations)
+    LOSS_NORMS = ("group_sum", "sequence")
 
 
 def advantages(rewards: torch.Tensor, cfg: WD1Config) -> torch.Tensor:
@@ -51,6 +64,9 @@ def loss(inp: LossInputs, cfg: WD1Config) -> LossOutput:
     est, scored = combine_views(inp.logp, inp.views)  # (B, L)
     seq_logp = torch.where(scored, est, torch.zeros_like(est)).sum(dim=1)  # (B,) summed over tokens, as wd1
     per_seq = -inp.advantages * seq_logp
+    if cfg.loss_norm == "group_sum":  # the loop divides by B_all: x rows per unit = sum within units
+        B_all, _ = batch_rows(inp, per_seq.shape[0])
+        per_seq = per_seq * min(cfg.norm_rows or inp.group_size or B_all, B_all)
     kl = kl_term(inp, est, cfg.beta)
     if kl is not None:
         per_seq = per_seq + cfg.beta * masked_row_mean(kl, scored)

@@ -1,0 +1,457 @@
+"""The RL math, with every expected value worked by hand from the reference formulas (never by calling the
+code under test to build the expectation), and loop-level checks that fail when the importance ratio is
+stuck at 1, the KL term vanishes or the reference refresh does nothing."""
+
+
+import pytest
+import torch
+from fakes import EXAMPLES, TINY, TinyBert, ToyTask
+
+from trainers import maskgrpo, spg, tracerl, wd1
+from trainers.estimators import RolloutBatch, make_view
+from trainers.grpo import LossInputs, MethodConfig, grpo_loss, reduce_tokens
+from trainers.loop import TrainConfig, train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """Tiny tensors: one intra-op thread (the shared fixture in conftest.py)."""
+
+
+def _batch(B, L, valid=None, completion=None, commit=None):
+    return RolloutBatch(prompt_ids=torch.ones(B, 2, dtype=torch.long), prompt_mask=torch.ones(B, 2, dtype=torch.bool),
+                        completion_ids=torch.full((B, L), 5) if completion is None else completion,
+                        valid=torch.ones(B, L, dtype=torch.bool) if valid is None else valid,
+                        commit_step=torch.zeros(B, L, dtype=torch.long) if commit is None else commit, mask_id=0)
+
+
+def _rows(*rows):
+    return torch.tensor(rows, dtype=torch.bool)
+
+
+# ---- advantages over several groups -------------------------------------------------------------------------
+def test_advantages_are_taken_within_each_group_by_hand():
+    from trainers.grpo import centered_advantages, leave_one_out_advantages, std_normalized_advantages
+
+    r = torch.tensor([[1.0, 2.0, 3.0], [10.0, 10.0, 13.0]])
+    # group 2: mean 11, centred -1, -1, 2; unbiased std sqrt((1 + 1 + 4) / 2) = sqrt(3) = 1.7320508
+    assert centered_advantages(r).flatten().tolist() == pytest.approx([-1, 0, 1, -1, -1, 2])
+    assert std_normalized_advantages(r, eps=0.0).flatten().tolist() == pytest.approx(
+        [-1, 0, 1, -0.5773503, -0.5773503, 1.1547005], abs=1e-6)
+    # leave-one-out, group 2: 10 - (10 + 13)/2 = -1.5 (twice), 13 - (10 + 10)/2 = 3
+    assert leave_one_out_advantages(r).flatten().tolist() == pytest.approx([-1.5, 0, 1.5, -1.5, -1.5, 3])
+
+
+def test_std_advantage_epsilon_and_small_groups_by_hand():
+    from trainers.grpo import leave_one_out_advantages, std_normalized_advantages
+
+    r = torch.tensor([[0.0, 1.0]])  # G = 2: mean 0.5, unbiased std 0.7071068
+    # TRL's eps 1e-4 (the default): 0.5 / 0.7072068 = 0.7070068; eps 0.1: 0.5 / 0.8071068 = 0.6194975
+    assert std_normalized_advantages(r).flatten().tolist() == pytest.approx([-0.7070068, 0.7070068], abs=1e-6)
+    assert std_normalized_advantages(r, eps=0.1).flatten().tolist() == pytest.approx([-0.6194975, 0.6194975],
+                                                                                      abs=1e-6)
+    assert std_normalized_advantages(torch.tensor([[1.0]])).tolist() == [[0.0]]  # G = 1: no spread, no signal
+    assert leave_one_out_advantages(r).flatten().tolist() == pytest.approx([-1.0, 1.0])  # G = 2 is enough
+    with pytest.raises(ValueError, match="leave-one-out advantages need num_generations >= 2"):
+        leave_one_out_advantages(torch.tensor([[1.0]]))
+
+
+# ---- the clipped surrogate with a ratio that is not 1 ---------------------------------------------------
+def test_ratio_not_one_clips_by_hand_and_the_gradient_flows_only_through_the_unclipped_side():
+    # logp = -1, old = -1.5: rho = e^0.5 = 1.648721; eps = 0.2.
+    # A = +1: -min(1.6487, 1.2) = -1.2 (clipped: no gradient); A = -1: -min(-1.6487, -1.2) = 1.648721,
+    # d/dlogp = rho = 1.648721 per token. One token per row, sequence mean: per_sequence = [-1.2, 1.648721].
+    b = _batch(2, 1)
+    view = make_view(b, _rows([True], [True]), _rows([True], [True]))
+    lp = torch.full((2, 1), -1.0, requires_grad=True)
+    old = torch.full((2, 1), -1.5)
+    out = grpo_loss(LossInputs([lp], [old], None, [view], torch.tensor([1.0, -1.0])),
+                    MethodConfig(epsilon=0.2, beta=0.0, loss_norm="sequence"))
+    assert out.per_sequence.tolist() == pytest.approx([-1.2, 1.648721], abs=1e-6)
+    assert out.ratio.flatten().tolist() == pytest.approx([1.648721, 1.648721], abs=1e-6)
+    assert out.clipped.flatten().tolist() == [True, False]
+    out.per_sequence.sum().backward()
+    assert lp.grad.flatten().tolist() == pytest.approx([0.0, 1.648721], abs=1e-6)
+
+
+def test_kl_term_adds_beta_times_k3_by_hand():
+    # A = 0 leaves only the KL: logp = -1, ref = -2, k3 = e^(ref-logp) - (ref-logp) - 1 = e^-1 + 1 - 1 = 0.367879;
+    # beta = 0.04 -> 0.0147152 per token, and the mean over tokens is the same.
+    b = _batch(1, 3)
+    view = make_view(b, _rows([True] * 3), _rows([True] * 3))
+    lp = torch.full((1, 3), -1.0, requires_grad=True)
+    out = grpo_loss(LossInputs([lp], None, [torch.full((1, 3), -2.0)], [view], torch.tensor([0.0])),
+                    MethodConfig(beta=0.04, loss_norm="sequence"))
+    assert out.per_sequence.item() == pytest.approx(0.04 * 0.367879, abs=1e-6)
+    assert out.kl.flatten().tolist() == pytest.approx([0.367879] * 3, abs=1e-6)
+    # d/dlogp of beta * k3 = beta * (1 - e^(ref - logp)) = 0.04 * (1 - 0.367879) = 0.0252848, / 3 tokens
+    out.per_sequence.sum().backward()
+    assert lp.grad.flatten().tolist() == pytest.approx([0.0252848 / 3] * 3, abs=1e-6)
+
+
+# ---- normalisation ---------------------------------------------------------------------------------------
+def test_token_level_mean_over_the_micro_batch_versus_the_mean_per_completion_by_hand():
+    # one group of 2 (G = 2), first update (rho = 1, surrogate = -A per token), A = [+1, -1];
+    # row 0 scores 3 tokens, row 1 one token.
+    # per completion then over completions: (-1 + 1) / 2 = 0.
+    # token-level (d1/MaskGRPO/DiffuCoder: sum(loss * mask) / sum(mask)): (3 * -1 + 1 * 1) / 4 = -0.5.
+    b = _batch(2, 3)
+    score = _rows([True, True, True], [True, False, False])
+    view = make_view(b, score, score)
+    lp = torch.full((2, 3), -1.0, requires_grad=True)
+    A = torch.tensor([1.0, -1.0])
+    seq = grpo_loss(LossInputs([lp], None, None, [view], A, group_size=2), MethodConfig(beta=0.0, loss_norm="sequence"))
+    tok = grpo_loss(LossInputs([lp], None, None, [view], A, group_size=2), MethodConfig(beta=0.0, loss_norm="token"))
+    assert seq.per_sequence.sum().item() / 2 == pytest.approx(0.0)
+    assert tok.per_sequence.sum().item() / 2 == pytest.approx(-0.5)
+
+
+def test_token_mean_is_per_unit_of_norm_rows_and_independent_of_the_micro_batch_split():
+    # 4 rows, units of 2 rows (norm_rows = 2): unit 0 rows score 1 and 1 tokens, unit 1 rows 3 and 2.
+    # per-token loss = row index + 1: unit 0: (1*1 + 2*1) / 2 = 1.5; unit 1: (3*3 + 4*2) / 5 = 3.4;
+    # the loss is (1.5 + 3.4) / 2 = 2.45 (one unit of all 4 rows would give 20 / 7 = 2.857), and splitting
+    # the 4 rows into micro-batches of 1 changes nothing.
+    b = _batch(4, 3)
+    score = _rows([True, False, False], [True, False, False], [True, True, True], [True, True, False])
+    view = make_view(b, score, score)
+    per_token = torch.arange(1.0, 5.0)[:, None].expand(4, 3)
+    cfg = MethodConfig(loss_norm="token", norm_rows=2)
+    whole = reduce_tokens(per_token, score, LossInputs([], None, None, [view], torch.zeros(4)), cfg)
+    assert whole.sum().item() / 4 == pytest.approx(2.45)
+    parts = [reduce_tokens(per_token[i:i + 1], score[i:i + 1],
+                           LossInputs([], None, None, [view.rows(slice(i, i + 1))], torch.zeros(1),
+                                      all_views=[view], rows=slice(i, i + 1)), cfg) for i in range(4)]
+    assert sum(p.item() for p in parts) / 4 == pytest.approx(2.45)
+    # without norm_rows the unit is the group: group_size 2 gives the same 2.45; neither gives the batch
+    by_group = reduce_tokens(per_token, score, LossInputs([], None, None, [view], torch.zeros(4), group_size=2),
+                             MethodConfig(loss_norm="token"))
+    assert by_group.sum().item() / 4 == pytest.approx(2.45)
+    whole_batch = reduce_tokens(per_token, score, LossInputs([], None, None, [view], torch.zeros(4)),
+                                MethodConfig(loss_norm="token"))
+    assert whole_batch.sum().item() / 4 == pytest.approx(20 / 7)
+    # units of one row are the per-completion means: (1 + 2 + 3 + 4) / 4 = 2.5 (rows with 1 token divide by 1)
+    one = reduce_tokens(per_token, score, LossInputs([], None, None, [view], torch.zeros(4)),
+                        MethodConfig(loss_norm="token", norm_rows=1))
+    assert one.tolist() == pytest.approx([1.0, 2.0, 3.0, 4.0])
+
+
+def test_wd1_sums_over_the_group_as_its_code_does():
+    # wd1 compute_loss: -sum_i w_i * sum_t logp (sum over the 6-completion micro-batch). Two rows of one
+    # group: weights [0.4, -0.4], summed logp [-6, -2]: -(0.4 * -6) - (-0.4 * -2) = 2.4 - 0.8 = 1.6.
+    b = _batch(2, 3)
+    everything = _rows([True] * 3, [True] * 3)
+    view = make_view(b, everything, everything)
+    lp = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.5, -1.0]])
+    out = wd1.loss(LossInputs([lp], None, None, [view], torch.tensor([0.4, -0.4]), group_size=2),
+                   wd1.WD1Config(norm_rows=2))
+    assert out.per_sequence.sum().item() / 2 == pytest.approx(1.6)
+
+
+# ---- MaskGRPO --------------------------------------------------------------------------------------------
+def test_maskgrpo_scores_hidden_eos_padding_like_its_perturb_mask():
+    # completion [7, EOS=1, 1, 1]: valid (d1's mask) = first two; the reference scores every hidden
+    # token (completion_mask = perturb_mask), so with t close to 1 all 4 positions can be scored.
+    comp = torch.tensor([[7, 1, 1, 1]])
+    b = _batch(1, 4, valid=_rows([True, True, False, False]), completion=comp)
+    hide = _rows([True, True, True, True])
+    assert make_view(b, hide, hide, score_padding=True).score.sum().item() == 4
+    assert make_view(b, hide, hide).score.sum().item() == 2
+    cfg = maskgrpo.MaskGRPOConfig(mu=1)  # t = min(0.6 + 0.4, 0.999) = 0.999: nearly every position hidden
+    (v,) = maskgrpo.views(0, b, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(v.score, v.input_ids[:, 2:] == 0)  # scored exactly where hidden, padding included
+
+
+# ---- TraceRL ---------------------------------------------------------------------------------------------
+def test_tracerl_advantage_uses_the_population_std_without_epsilon():
+    # r = [1, 0, 0, 0]: mean 0.25, population std sqrt((0.5625 + 3 * 0.0625) / 4) = 0.4330127
+    # -> [1.7320508, -0.5773503 x 3] (z_score_normalize in dLLM-RL reward/rl_reward.py)
+    adv = tracerl.advantages(torch.tensor([[1.0, 0.0, 0.0, 0.0]]), tracerl.TraceRLConfig())
+    assert adv.flatten().tolist() == pytest.approx([1.7320508, -0.5773503, -0.5773503, -0.5773503], abs=1e-6)
+
+
+def test_tracerl_groups_are_the_distinct_steps_of_each_row_merged_by_shrink():
+    # row steps [0, 0, 1, 3, 3, 5, -1]: distinct 0, 1, 3, 5 -> ranks 0, 0, 1, 2, 2, 3; shrink 2 -> examples
+    # 0, 0, 0, 1, 1, 1; the unrecorded token stays -1. Row [4, 4, 4, 9, 9, 9, 9]: distinct 4, 9 -> one example.
+    commit = torch.tensor([[0, 0, 1, 3, 3, 5, -1], [4, 4, 4, 9, 9, 9, 9]])
+    idx = tracerl.row_group_index(commit, 2)
+    assert idx.tolist() == [[0, 0, 0, 1, 1, 1, -1], [0, 0, 0, 0, 0, 0, 0]]
+    b = _batch(2, 7, commit=commit)
+    vs = tracerl.views(0, b, tracerl.TraceRLConfig(shrink=2, mu=1), torch.Generator())
+    assert len(vs) == 2  # examples 0 and 1 (row 1 has only example 0)
+    assert vs[1].score.tolist() == [[False, False, False, True, True, True, False], [False] * 7]
+    # example 1 of row 0 sees the tokens of example 0 and hides the rest
+    assert (vs[1].input_ids[0, 2:] == 0).tolist() == [False, False, False, True, True, True, False]
+
+
+def test_tracerl_loss_per_example_with_the_kl_to_the_old_policy_summed_over_tokens():
+    # one row, two examples: tokens {0, 1} and {2}. A = 1, eps = 0.2, beta = 0.01, first pass old = logp
+    # except token 2 where old = -1.1 and logp = -1: rho = e^0.1 = 1.105171 (< 1.2, unclipped).
+    # example 0: surrogate mean -1; KL 0. example 1: surrogate -1.105171; KL k3 with anchor old:
+    # e^(-0.1) + 0.1 - 1 = 0.0048374, summed (one token) x 0.01 = 0.0000484.
+    # loss = mean over the 2 examples = (-1 + -1.105171 + 0.0000484) / 2 = -1.0525613
+    commit = torch.tensor([[0, 0, 1]])
+    b = _batch(1, 3, commit=commit)
+    cfg = tracerl.TraceRLConfig(shrink=1, mu=1, epsilon=0.2, beta=0.01)
+    vs = tracerl.views(0, b, cfg, torch.Generator())
+    lp = [torch.full((1, 3), -1.0, requires_grad=True) for _ in vs]
+    old = [torch.full((1, 3), -1.0), torch.tensor([[-1.0, -1.0, -1.1]])]
+    out = tracerl.loss(LossInputs(lp, old, None, vs, torch.tensor([1.0])), cfg)
+    assert out.per_sequence.sum().item() == pytest.approx(-1.0525613, abs=1e-6)
+
+
+# ---- SPG -------------------------------------------------------------------------------------------------
+def test_spg_bounds_by_hand_from_its_per_seq_logps():
+    # one row of 2 valid tokens, m = 2 views. View 1 hides token 0 (t = 1/2), view 2 hides both (t = 1).
+    # log-probs: view 1 token 0 = -1; view 2 tokens = -2, -3.
+    # ELBO: view 1 mean over hidden = -1; view 2 = -2.5; mean over views = -1.75.
+    # EUBO (beta_u = 1.5): token 0: log((e^-1.5 * 2 + e^-3 * 1) / 2) = -1.3942310;
+    # token 1: log((0 + e^-4.5) / 2) = -5.1931472; mean / 1.5 = -2.1957927.
+    b = _batch(1, 2)
+    v1 = make_view(b, _rows([True, False]), _rows([True, False]), weight=2.0, region=_rows([True, True]))
+    v2 = make_view(b, _rows([True, True]), _rows([True, True]), weight=1.0, region=_rows([True, True]))
+    lps = [torch.tensor([[-1.0, -9.0]]), torch.tensor([[-2.0, -3.0]])]
+    elbo, eubo = spg.hidden_bounds(lps, [v1, v2], 1.5)
+    assert elbo.item() == pytest.approx(-1.75)
+    assert eubo.item() == pytest.approx(-2.1957927, abs=1e-6)
+    # the loss: A = -1 (negative: the mixture 0.5 EUBO + 0.5 ELBO = -1.9728964), length weight 2 / 2:
+    # -A * bound = -1.9728964
+    out = spg.loss(LossInputs(lps, None, None, [v1, v2], torch.tensor([-1.0]), group_size=1), spg.SPGConfig())
+    assert out.per_sequence.item() == pytest.approx(-1.9728964, abs=1e-6)
+
+
+def test_spg_views_hide_at_least_one_token_of_the_current_block_and_score_every_hidden_valid_token():
+    # 400 rows, L = 8 in blocks of 4, 6 valid tokens (so the second block has 2 text tokens).
+    valid = torch.zeros(400, 8, dtype=torch.bool)
+    valid[:, :6] = True
+    b = _batch(400, 8, valid=valid)
+    b.block_length = 4
+    vs = spg.views(0, b, spg.SPGConfig(), torch.Generator().manual_seed(0))
+    assert len(vs) == 2  # --num_t 2
+    for v in vs:
+        hidden = v.input_ids[:, 2:] == 0
+        assert torch.equal(v.score, hidden & valid)  # every hidden valid token, not only the block's
+        assert hidden[:, 6:].all()  # after the completion: always hidden
+        assert v.score.any(1).all()  # k >= 1: never a view with nothing hidden
+        # the weight is 1/t with t the hidden share of the whole completion
+        assert torch.allclose(v.weight[:, 0], 6.0 / v.score.sum(1).float())
+    # the current block is the first or the second (both hold text) about equally; when it is the second
+    # (2 text tokens), k is uniform on {1, 2}, so exactly one of tokens 4-5 is hidden in ~1/2 x 1/2 of views
+    # (when the first block is current, tokens 4-5 are a later block: both hidden)
+    second = torch.stack([v.score[:, 4:6].sum(1) for v in vs]).flatten().float()
+    assert 0.18 < (second == 1).float().mean().item() < 0.32
+
+
+# ---- the loop: ratio, KL and reference refresh must act --------------------------------------------------
+def _train(method, steps=2, **over):
+    return train(TinyBert(), ToyTask(), method, EXAMPLES, [],
+                 TrainConfig(**{**TINY, "steps": steps}, method_overrides=over), seed=0, progress=False)
+
+
+def test_after_the_first_update_the_ratio_moves_away_from_one():
+    # mu = 3: updates 1 and 2 use old log-probs from before update 0, so rho != 1 once the weights moved
+    res = _train("maskgrpo", mu=3, beta=0.0)
+    assert any(r["ratio_max"] > 1 + 1e-6 or r["ratio_min"] < 1 - 1e-6 for r in res.curve)
+
+
+def test_the_kl_to_the_reference_is_positive_once_the_policy_moved_and_absent_without_beta():
+    res = _train("diffu-grpo", mu=2, beta=0.1)
+    assert res.curve[-1]["kl"] > 0
+    assert all(r["kl"] is None for r in _train("diffu-grpo", mu=2, beta=0.0).curve)
+
+
+def test_reference_refresh_with_alpha_one_keeps_the_kl_at_zero():
+    # mu = 1 and ref <- policy after every update: each step's only update starts where the reference is,
+    # so k3 = 0 exactly; without the refresh the second step's KL is positive.
+    synced = _train("diffu-grpo", steps=3, mu=1, beta=0.1, ref_sync_every=1, ref_sync_alpha=1.0, loss_norm="token")
+    frozen = _train("diffu-grpo", steps=3, mu=1, beta=0.1, ref_sync_every=0, loss_norm="token")
+    assert all(r["kl"] == 0.0 for r in synced.curve)
+    assert frozen.curve[-1]["kl"] > 0
+
+
+def test_clip_bounds_and_where_the_clip_is_active_by_hand():
+    from trainers.grpo import clipped_surrogate
+
+    # PPO: the clip is active where the ratio left [1 - eps, 1 + eps] on the side the advantage pushes:
+    # below 1 - eps with A < 0, above 1 + eps with A > 0. Exactly on a bound is not clipped.
+    ratio = torch.tensor([[0.75, 1.25, 0.5, 2.0, 0.5]])
+    adv = torch.tensor([[-1.0, 1.0, 0.0, 0.0, 0.5]])
+    loss, active = clipped_surrogate(ratio, adv, 0.25)
+    assert active.tolist() == [[False, False, False, False, False]]
+    # -min(rho A, clip(rho) A): 0.75, -1.25, 0, 0, -min(0.25, 0.375) = -0.25
+    assert loss.flatten().tolist() == pytest.approx([0.75, -1.25, 0.0, 0.0, -0.25])
+    # DAPO's asymmetric clip: eps_high 0.4 lets 1.3 through (A = 1: -1.3, not clipped); eps 0.2 alone clips it
+    loss, active = clipped_surrogate(torch.tensor([[1.3]]), torch.tensor([[1.0]]), 0.2, epsilon_high=0.4)
+    assert loss.item() == pytest.approx(-1.3) and not active.item()
+    loss, active = clipped_surrogate(torch.tensor([[1.3]]), torch.tensor([[1.0]]), 0.2)
+    assert loss.item() == pytest.approx(-1.2) and active.item()
+
+
+def test_no_kl_is_computed_at_beta_zero_even_with_reference_log_probs():
+    b = _batch(1, 2)
+    view = make_view(b, _rows([True, True]), _rows([True, True]))
+    lp = torch.full((1, 2), -1.0)
+    out = grpo_loss(LossInputs([lp], None, [torch.full((1, 2), -2.0)], [view], torch.tensor([1.0])),
+                    MethodConfig(beta=0.0))
+    assert out.kl is None
+
+
+def test_unit_sizes_by_hand_including_an_empty_batch():
+    from trainers.grpo import unit_sizes
+
+    scored = _rows([True, False], [True, True], [False, False])  # rows score 1, 2, 0 tokens
+    n, units = unit_sizes(scored, 2)  # units {0, 1} (3 tokens) and {2} (0 tokens)
+    assert n.tolist() == [3.0, 3.0, 0.0] and units == 2
+    n, units = unit_sizes(torch.zeros(0, 2, dtype=torch.bool), 2)
+    assert n.numel() == 0 and units == 0
+    # the whole batch given as all_views without a row slice: the micro-batch is the batch itself
+    b = _batch(3, 2)
+    view = make_view(b, scored, scored)
+    per_token = torch.ones(3, 2)
+    got = reduce_tokens(per_token, scored, LossInputs([], None, None, [view], torch.zeros(3), all_views=[view]),
+                        MethodConfig(loss_norm="token", norm_rows=2))
+    # unit 0: 3 tokens of loss 1 over 3 = 1; unit 1: nothing scored = 0; mean over 2 units = 0.5
+    assert got.sum().item() / 3 == pytest.approx(0.5)
+
+
+# ---- masks are a function of the generator they are given (managed randomness) ---------------------------
+@pytest.mark.parametrize("name", ["maskgrpo", "diffu-grpo", "unigrpo", "coupled-grpo", "wd1", "spg"])
+def test_views_depend_only_on_the_generator_they_are_given(name):
+    # the old, reference and current policies must see the same masks: the same seed gives the same views
+    # whatever else drew random numbers in between; another seed gives other views
+    from trainers.methods import METHODS
+
+    method = METHODS.get(name)
+    cfg = method.make_config(mu=2)
+    b = _batch(6, 64)
+    b.block_length = 16
+
+    def draw(seed):
+        return method.views(0, b, cfg, torch.Generator().manual_seed(seed))
+
+    first = draw(5)
+    torch.rand(100)  # the global RNG moves; the views must not
+    again, other = draw(5), draw(6)
+    assert all(torch.equal(x.input_ids, y.input_ids) and torch.equal(x.score, y.score) for x, y in zip(first, again))
+    assert any(not torch.equal(x.input_ids, y.input_ids) for x, y in zip(first, other))
+
+
+def test_batch_generators_differ_by_tag_and_repeat_for_the_same_tag():
+    b = _batch(1, 2)
+    assert torch.equal(torch.rand(4, generator=b.generator("a")), torch.rand(4, generator=b.generator("a")))
+    assert not torch.equal(torch.rand(4, generator=b.generator("a")), torch.rand(4, generator=b.generator("b")))
+
+
+def test_unigrpo_rates_for_one_and_two_updates_by_hand():
+    from trainers.unigrpo import structured_rates
+
+    u = torch.tensor([0.3])
+    assert structured_rates(u, 0, 1).tolist() == pytest.approx([0.3])  # mu = 1: the start alone
+    # mu = 2: t_0 = u, t_1 = u + (1 - u) / 1 = 1
+    assert [structured_rates(u, j, 2).item() for j in (0, 1)] == pytest.approx([0.3, 1.0])
+
+
+def test_maskgrpo_fading_out_for_one_and_two_positions_by_hand():
+    # L = 1: the ratio itself; L = 2, t = 0.7: 1 - 2 * 0.3 * (1 - n/1) = 0.4 at n = 0, 1.0 at n = 1
+    assert maskgrpo.fading_out_probs(0.7, 1).tolist() == pytest.approx([0.7])
+    assert maskgrpo.fading_out_probs(0.7, 2).tolist() == pytest.approx([0.4, 1.0])
+
+
+def test_coupled_grpo_ratio_stays_in_its_range_and_the_pair_weights_are_one_over_t():
+    from trainers import coupled_grpo
+
+    b = _batch(2, 8)
+    cfg = coupled_grpo.CoupledGRPOConfig()
+    for seed in range(40):
+        full, part, comp = coupled_grpo.views(0, b, cfg, torch.Generator().manual_seed(seed))
+        t = 1.0 / part.weight[0, 0].item()
+        assert 0.2 <= t <= 0.8  # t ~ U(0.2, 0.8)
+        assert comp.weight[0, 0].item() == pytest.approx(1.0 / (1.0 - t))
+
+
+def test_config_ranges_by_hand():
+    from trainers import coupled_grpo, diffu_grpo
+
+    coupled_grpo.CoupledGRPOConfig(t_low=0.5, t_high=0.5)  # a single ratio is allowed
+    for lo, hi in ((0.0, 0.5), (0.2, 1.0), (0.2, 1.5), (0.6, 0.5)):
+        with pytest.raises(ValueError, match="need 0 < t_low <= t_high < 1"):
+            coupled_grpo.CoupledGRPOConfig(t_low=lo, t_high=hi)
+    diffu_grpo.DiffuGRPOConfig(p_mask_prompt=0.0)
+    diffu_grpo.DiffuGRPOConfig(p_mask_prompt=1.0)
+    with pytest.raises(ValueError, match="must be a probability"):
+        diffu_grpo.DiffuGRPOConfig(p_mask_prompt=1.5)
+
+
+def test_wd1_units_and_its_optional_kl_by_hand():
+    b = _batch(4, 1)
+    view = make_view(b, _rows([True], [True], [True], [True]), _rows([True], [True], [True], [True]))
+    lp = torch.full((4, 1), -1.0)
+    A = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    # units of 2 rows summed: row 0 share = 2 * (-1 * -1) = 2 (the loop's sum / 4 = 0.5 = one unit's sum 1
+    # averaged over 2 units); with units of the whole batch (4 rows) it would be 4
+    by_group = wd1.loss(LossInputs([lp], None, None, [view], A, group_size=2), wd1.WD1Config(norm_rows=0))
+    assert by_group.per_sequence[0].item() == pytest.approx(2.0)
+    by_rows = wd1.loss(LossInputs([lp], None, None, [view], A), wd1.WD1Config(norm_rows=2))
+    assert by_rows.per_sequence[0].item() == pytest.approx(2.0)
+    # beta 0.1 adds beta * mean k3 per completion: logp -1, ref -2: 0.1 * 0.367879 = 0.0367879
+    out = wd1.loss(LossInputs([lp], None, [torch.full((4, 1), -2.0)], [view], torch.zeros(4)),
+                   wd1.WD1Config(beta=0.1, loss_norm="sequence"))
+    assert out.per_sequence.tolist() == pytest.approx([0.0367879] * 4, abs=1e-6)
+    assert out.kl is not None and out.kl.flatten().tolist() == pytest.approx([0.367879] * 4, abs=1e-6)
+
+
+def test_maskgrpo_config_range_kind_switch_and_its_own_advantage_epsilon_by_hand():
+    maskgrpo.MaskGRPOConfig(gamma=0.0)  # gamma in [0, 1)
+    for bad in (1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=r"gamma=.* must be in \[0, 1\)"):
+            maskgrpo.MaskGRPOConfig(gamma=bad)
+    text = maskgrpo.MaskGRPOConfig().for_kind("text")
+    assert (text.gamma, text.epsilon) == (0.6, 0.2)
+    assert maskgrpo.rollout_sampler("text") is None and maskgrpo.rollout_sampler("image") == "emerge"
+    # (r - mean) / (std + 1e-5), r = [0, 1]: 0.5 / (0.7071068 + 0.00001) = 0.7070968 (TRL's 1e-4 gives 0.7070068)
+    adv = maskgrpo.advantages(torch.tensor([[0.0, 1.0]]), maskgrpo.MaskGRPOConfig())
+    assert adv.flatten().tolist() == pytest.approx([-0.7070968, 0.7070968], abs=2e-7)
+
+
+def test_maskgrpo_honours_its_t_max():
+    # mu = 1: t = min(0.6 + 0.4, t_max) = t_max; fading-out keeps the mean hidden share at t for t >= 0.5
+    b = _batch(4, 4000)
+    (v,) = maskgrpo.views(0, b, maskgrpo.MaskGRPOConfig(mu=1, t_max=0.9), torch.Generator().manual_seed(0))
+    assert v.score.float().mean().item() == pytest.approx(0.9, abs=0.01)
+
+
+def test_view_rows_keep_every_field_and_weights_are_float32():
+    b = _batch(2, 3)
+    region = _rows([True, True, False], [True, False, False])
+    v = make_view(b, region, region, weight=torch.tensor([[2.0], [4.0]], dtype=torch.float64), region=region)
+    assert v.weight.dtype == torch.float32 and v.weight[1].tolist() == [4.0, 4.0, 4.0]
+    r = v.rows(slice(1, 2))  # what a micro-batch sees
+    assert torch.equal(r.attention_mask, v.attention_mask[1:]) and torch.equal(r.region, region[1:])
+    assert torch.equal(r.input_ids, v.input_ids[1:]) and torch.equal(r.weight, v.weight[1:])
+    assert make_view(b, region, region).rows(slice(0, 1)).region is None
+
+
+def test_an_unknown_loss_normalisation_names_the_valid_ones():
+    with pytest.raises(ValueError, match="loss_norm='x'; choose token or sequence"):
+        MethodConfig(loss_norm="x")
+    with pytest.raises(ValueError, match="choose group_sum or sequence"):
+        wd1.WD1Config(loss_norm="token")
+
+
+def test_method_config_ranges_of_the_recipe_fields():
+    MethodConfig(norm_rows=0, ref_sync_every=0, ref_sync_alpha=1.0)  # 0 = G / never; alpha 1 = copy
+    for bad in ({"norm_rows": -1}, {"ref_sync_every": -1}):
+        with pytest.raises(ValueError, match="norm_rows and ref_sync_every must be >= 0"):
+            MethodConfig(**bad)
+    for alpha in (0.0, 1.5, -0.2):
+        with pytest.raises(ValueError, match=r"ref_sync_alpha=.* must be in \(0, 1\]"):
+            MethodConfig(ref_sync_alpha=alpha)
+
+
+def test_method_config_rejects_impossible_mu_epsilon_and_beta():
+    MethodConfig(mu=1, epsilon=1e-3, beta=0.0)
+    with pytest.raises(ValueError, match="mu=0 must be >= 1"):
+        MethodConfig(mu=0)
+    with pytest.raises(ValueError, match="epsilon=0 must be > 0"):
+        MethodConfig(epsilon=0)
+    with pytest.raises(ValueError, match="beta=-1 must be >= 0"):
+        MethodConfig(beta=-1)

@@ -251,6 +251,10 @@ def setup_filesystem(cfg):
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     root = cfg["host_workdir"]
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=755")
+    # the private /tmp first: an allowed package of a venv under /tmp (e.g. a CI clone) is bound on top of
+    # it below, instead of being hidden by it
+    os.makedirs(root + "/tmp", 0o755, exist_ok=True)
+    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['disk_mb']}m,mode=755")
     for src in plan["binds"]:
         dst = root + src
         if os.path.isdir(src):
@@ -278,9 +282,7 @@ def setup_filesystem(cfg):
         open(root + "/dev/" + name, "w").close()
         mount("/dev/" + name, root + "/dev/" + name, None, MS_BIND)
         remount(root + "/dev/" + name, MS_NOSUID, required=False)
-    for d in ("/tmp", "/proc"):
-        os.makedirs(root + d, 0o755, exist_ok=True)
-    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['disk_mb']}m,mode=755")
+    os.makedirs(root + "/proc", 0o755, exist_ok=True)
     tags = ["allowlist-fs", "private-tmp"]
     for data in ("hidepid=2", None):  # some containers refuse a new proc: then /proc stays empty
         try:

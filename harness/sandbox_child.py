@@ -266,13 +266,17 @@ def setup_filesystem(cfg):
             continue
         mount(src, dst, None, MS_BIND | MS_REC)
         remount(dst, MS_RDONLY | MS_NOSUID | MS_NODEV)
-    for path in plan["masks"]:  # Python package folders inside the bound system trees
-        if os.path.isdir(root + path):
-            mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=755")
+    masks = [root + path for path in plan["masks"] if os.path.isdir(root + path)]
+    for path in masks:  # Python package folders inside the bound system trees
+        # writable until the allowed packages have their mount points in it (the interpreter's own
+        # site-packages, e.g. a pyenv or system Python with numpy installed there), read-only after
+        mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=4k,mode=755")
     for src in plan["packages"]:  # packages allowed back on top of a mask (numpy)
         os.makedirs(root + src, 0o755, exist_ok=True)
         mount(src, root + src, None, MS_BIND | MS_REC)
         remount(root + src, MS_RDONLY | MS_NOSUID | MS_NODEV)
+    for path in masks:
+        remount(path, MS_RDONLY | MS_NOSUID | MS_NODEV)
     for link, target in plan["links"]:
         if not os.path.lexists(root + link):
             os.makedirs(os.path.dirname(root + link), 0o755, exist_ok=True)

@@ -165,3 +165,41 @@ def test_run_many_keeps_job_order():
     jobs = [{"program": f"def f():\n    return {i}\n", "tests": [f"assert f() == {i}"]} for i in range(4)]
     jobs[2]["tests"] = ["assert f() == -1"]
     assert [r.passed for r in run_many(jobs, workers=2)] == [[True], [True], [False], [True]]
+
+
+def _base_python_with_numpy():
+    """The interpreter this venv was made from, when numpy is installed in its own site-packages (the
+    layout of a CI machine that installs straight into a pyenv or system Python)."""
+    import os
+    import subprocess
+    import sys
+    base = os.path.join(sys.base_prefix, "bin", "python3")
+    if sys.prefix == sys.base_prefix or not os.path.exists(base):
+        return None
+    ok = subprocess.run([base, "-c", "import numpy"], capture_output=True).returncode == 0
+    return base if ok else None
+
+
+@pytest.mark.skipif(_base_python_with_numpy() is None, reason="no base interpreter with numpy in its own site-packages")
+def test_numpy_in_the_interpreters_own_site_packages_is_allowed_read_only(tmp_path):
+    """Regression: with numpy in the interpreter's own (masked, read-only) site-packages, making numpy's
+    mount point inside the mask failed with EROFS and every program was a sandbox_error (CI, stop 25)."""
+    import json
+    import os
+    import subprocess
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import json, sysconfig\nfrom harness.sandbox import run_tests\n"
+        "sp = sysconfig.get_paths()['purelib']\n"
+        "prog = 'import numpy as np\\ndef f(x):\\n    return int(np.int64(x) + 1)\\n'\n"
+        "prog += 'def w(p):\\n    try:\\n        open(p, \"w\")\\n    except OSError as e:\\n        return e.errno\\n'\n"
+        "prog += 'import os\\ndef ls(p):\\n    return sorted(os.listdir(p))\\n'\n"
+        "r = run_tests(prog, ['assert f(1) == 2', f'assert w({sp + \"/x\"!r}) == 30',\n"
+        "                     f'assert w({sp + \"/numpy/x\"!r}) == 30',\n"
+        "                     f'assert [n for n in ls({sp!r}) if not n.startswith(\"numpy\")] == []'], timeout=10.0)\n"
+        "print(json.dumps([r.status, r.passed, r.error]))\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([_base_python_with_numpy(), str(script)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": root}, timeout=120)
+    status, passed, error = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (status, passed) == ("ok", [True, True, True, True]), error

@@ -45,6 +45,12 @@ def _add_decode_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--alg", choices=["entropy", "maskgit_plus", "topk_margin", "origin"],
                    help="dream sampler: Dream's decoding order (default entropy)")
     g.add_argument("--alg-temp", type=float, help="dream sampler: 0 = most confident first; >0 samples positions")
+    # fast decoding (issue 20; harness/sampling.py "Fast decoding"): low_confidence only, off by default
+    g.add_argument("--threshold", type=float, help="parallel decoding: commit every masked block position whose "
+                   "probability is >= T, at least one a step (Fast-dLLM uses 0.9; then --diffusion-steps is unused)")
+    g.add_argument("--factor", type=float, help="parallel decoding by Fast-dLLM's factor rule instead (they use 1)")
+    g.add_argument("--cache", choices=["none", "prefix", "dual"], help="approximate KV cache, refreshed each block "
+                   "(default none; prefix/dual need the tiny model: a model whose code the harness controls)")
 
 
 def _add_model_args(p: argparse.ArgumentParser, default: str | None, spec: bool = False) -> None:
@@ -344,7 +350,7 @@ def _embedded_names() -> list[str]:
 
 def cmd_eval(args) -> int:
     from harness.evaluation import eval_summary, evaluate, write_eval
-    from harness.models import check_model_name
+    from harness.models import check_cache_model, check_model_name
     from harness.pretrain import load_model_for
     from harness.results import check_out_dir, write_lm_eval_results
     from harness.run_spec import check_positive
@@ -369,6 +375,8 @@ def cmd_eval(args) -> int:
         raise ValueError("--fewshot-data needs --num-fewshot K (K > 0)")
     protocols = {t.name: _protocols_for(args, t) for t in task_list}
     decodes = {t.name: decode_config(t, args) for t in task_list}  # invalid settings fail before any work
+    for d in decodes.values():  # a KV cache the model cannot run: before the data or the model is loaded
+        check_cache_model(args.model, d.cache)
     root = args.out or f"results/eval__{_safe('+'.join(names))}__{_safe(args.model)}__{_timestamp()}"
     dirs = {n: Path(root) if len(names) == 1 else Path(root) / _safe(n) for n in names}
     for n in names:

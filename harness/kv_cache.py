@@ -19,7 +19,10 @@ the harness controls. Today that is the embedded `tiny` model (a transformers `R
 with the same arithmetic as transformers' RoFormer (rotary queries/keys, post-LayerNorm blocks, the MLM
 head), and without a cache it reproduces the module's logits (tests/test_fast_decoding.py). The harness
 has no native implementation of a real family: LLaDA, Dream and MMaDA run their own remote code, which
-takes no stored keys/values for the masked suffix, so asking for a cache there is a one-line error.
+takes no stored keys/values for the masked suffix, so asking for a cache there is a one-line error:
+from the model's name before any model work (`harness.models.check_cache_model`, called by `harness eval`,
+`harness run` for the evaluation and rollout decoders, and lm-eval's `--model harness`), and here, at the
+first decode, for a model built in code.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ and from Python:
                with `tiny_task=<embedded task>` (the embedded model pretrained for that task)
   sampler, gen_length, block_length, steps, temperature, remasking, cfg_scale, alg, alg_temp, eps
                the decoder (harness/sampling.py; defaults as `DecodeConfig`: low_confidence 256/32/128)
+  threshold, factor, cache
+               fast decoding (harness/sampling.py "Fast decoding"; `none` = off); cache=prefix|dual needs the
+               tiny model (pretrained=tiny or a folder of its RoFormer): other models are refused before loading
   batch_size   prompts decoded together (default 8)
   seed         row seeds are derived from (seed, "eval", doc_id, repeat) exactly as `harness eval`
                derives them from (seed, "eval", example id, sample), so at any temperature the two
@@ -53,7 +56,7 @@ from lm_eval.api.registry import register_model
 from harness.seeds import derive_seed
 
 DECODE_KEYS = ("sampler", "gen_length", "block_length", "steps", "temperature", "remasking", "cfg_scale",
-               "alg", "alg_temp", "eps")
+               "alg", "alg_temp", "eps", "threshold", "factor", "cache")
 
 
 @register_model("harness")
@@ -70,7 +73,8 @@ class HarnessLM(LM):
         if unknown:
             raise ValueError(f"unknown model_args {', '.join(unknown)} for --model harness; decoder settings are "
                              f"{', '.join(DECODE_KEYS)}")
-        self.decode = DecodeConfig(**decode)
+        # lm-eval reads `none` as None: an unset value (threshold=none, cache=none) keeps DecodeConfig's default
+        self.decode = DecodeConfig(**{k: v for k, v in decode.items() if v is not None})
         if isinstance(batch_size, str):  # lm-eval passes "auto" or a number as text
             batch_size = int(batch_size) if batch_size.isdigit() else 8
         self.batch_size = max(1, int(batch_size))
@@ -85,6 +89,9 @@ class HarnessLM(LM):
             spec = f"hf:{spec}"
         if spec == "tiny" and not tiny_task:
             raise ValueError("pretrained=tiny needs tiny_task=<embedded task> (e.g. tiny_task=arith)")
+        from harness.models import check_cache_model
+
+        check_cache_model(spec, self.decode.cache, flag="cache=", instead="threshold/factor")  # before loading
         self.model = load_model(spec, task=tiny_task, device=device, dtype=dtype)
         if not self.model.decodes:
             raise ValueError("the gold model answers from reference solutions, which lm-eval does not pass")

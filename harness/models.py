@@ -45,6 +45,7 @@ from the outside; `logits` keeps working on the wrapped module.
 from __future__ import annotations
 
 import inspect
+import json
 import time
 from pathlib import Path
 
@@ -95,6 +96,45 @@ def check_model_name(spec: str) -> None:
     if spec in ("gold", "tiny") or spec in PRESETS or spec.startswith("hf:"):
         return
     raise UnknownNameError("model", spec, model_names())
+
+
+def check_cache_model(model: str, cache: str | None, flag: str = "--cache ", lora: bool = False,
+                      instead: str = "--threshold/--factor") -> None:
+    """Refuse, from the model's *name* and before any model work, a cache that `cached_forward` would refuse at
+    the first decode: CacheUnsupported, one line. `flag` is how the user asked (`--cache `, `--set
+    rollout_cache=`, `cache=`), so the message says what to pass instead, and `instead` names the parallel
+    decoding settings that work for every model; `lora`: peft adapters will wrap the module. Accepted: `gold`
+    (it never decodes), `tiny`, and an `hf:` folder whose config.json says `roformer` (an exported tiny policy,
+    a random RoFormer in the tests); a local path that does not exist is left to the loader's "not found".
+    Hub ids, presets, adapter folders and other families are refused: the harness does not control their code
+    (harness/kv_cache.py)."""
+    from harness.kv_cache import CacheUnsupported
+
+    if cache in (None, "none") or model == "gold":
+        return
+    fix = f"use {flag}none ({instead} parallel decoding works with every model)"
+    need = f"{flag}{cache}: the KV cache needs a model whose code the harness controls (tiny)"
+    if lora:
+        raise CacheUnsupported(f"{need}, unwrapped; with --lora-r the peft adapters wrap its forward, so {fix}")
+    if model == "tiny":
+        return
+    target = PRESETS.get(model, model).removeprefix("hf:")
+    folder = Path(target).expanduser()
+    if not folder.is_dir():
+        if target.startswith((".", "/", "~")) or target.count("/") > 1:
+            return  # a missing folder: load_hf says "model folder not found" before anything decodes
+        raise CacheUnsupported(f"{need}; {model} is a hub model that runs its own code; {fix}")
+    config = folder / "config.json"
+    if not config.is_file():
+        what = "a LoRA adapter folder" if (folder / "adapter_config.json").is_file() else "a folder without config.json"
+        raise CacheUnsupported(f"{need}; {model} is {what}; {fix}")
+    try:
+        kind = str(json.loads(config.read_text(encoding="utf-8")).get("model_type", ""))
+    except (OSError, ValueError, AttributeError):
+        return  # unreadable: load_hf names the problem
+    if kind.lower() != "roformer":
+        raise CacheUnsupported(f"{need}; {model} is a {kind or 'model without model_type'} model whose own code "
+                               f"the harness runs as is; {fix}")
 
 
 class GoldModel:

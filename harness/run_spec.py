@@ -20,7 +20,8 @@ OPERATIONAL = ("out", "resume", "progress", "results", "device", "report_to")
 # `harness eval` share the flags (cli.py's decoder argument group)
 DECODE_FLAGS = {"sampler": "sampler", "gen_length": "gen_length", "block_length": "block_length",
                 "steps": "diffusion_steps", "temperature": "temperature", "remasking": "remasking",
-                "cfg_scale": "cfg_scale", "alg": "alg", "alg_temp": "alg_temp"}
+                "cfg_scale": "cfg_scale", "alg": "alg", "alg_temp": "alg_temp",
+                "threshold": "threshold", "factor": "factor", "cache": "cache"}
 # issue 19's flags whose value is copied as given (None = not given)
 SCALE_FLAGS = ("lora_r", "lora_alpha", "lora_dropout", "lora_targets", "mixed_precision", "report_to")
 MIXED_PRECISION = ("auto", "bf16", "no")
@@ -175,11 +176,36 @@ class RunSpec:
         unknown = sorted(set(self.decode) - set(DECODE_FLAGS))
         if unknown:
             raise ValueError(f"unknown decoder setting(s) {', '.join(unknown)}; valid: {', '.join(DECODE_FLAGS)}")
-        if self.decode and self.model != "gold":
+        if self.model != "gold":
+            from harness.models import check_cache_model
             from harness.sampling import DecodeConfig
             from tasks import get_task
 
-            DecodeConfig.from_task(get_task(self.task), **self.decode)  # invalid settings fail before any work
+            decode = DecodeConfig.from_task(get_task(self.task), **self.decode)  # invalid settings fail here
+            check_cache_model(self.model, decode.cache, lora=self.lora_r is not None and self.method != "none")
+        if self.method != "none":
+            self.check_rollouts()
+
+    def check_rollouts(self) -> None:
+        """The training settings (recipe, `--set`) and the rollout decoder they make, including a KV cache the
+        model cannot run (`--set rollout_cache=dual` with an hf: LLaDA): one line before the base evaluation,
+        not at the first rollout."""
+        from harness.models import check_cache_model
+        from tasks import get_task
+        from trainers import METHODS
+        from trainers.loop import TrainConfig, rollout_decode_config
+
+        task = get_task(self.task)
+        try:
+            cfg = TrainConfig.for_task(task, self.method, steps=self.steps, recipe=self.recipe, **self.overrides)
+        except TypeError as e:  # a value of the wrong type (`--set lr=fast`) compared or used as a number
+            raise ValueError(f"training settings (--set): {e}") from None
+        try:
+            rollout_decode_config(cfg, task, METHODS.get(self.method))
+        except ValueError as e:
+            raise ValueError(f"rollout decoder (training settings, --set): {e}") from None
+        check_cache_model(self.model, cfg.rollout_cache, flag="--set rollout_cache=",
+                          lora=self.lora_r is not None, instead="rollout_threshold/rollout_factor")
 
     def run_dir(self) -> Path:
         return Path(self.out) if self.out else Path(self.results) / run_dir_name(

@@ -121,3 +121,27 @@ def make_tiny_clip(folder) -> str:
     images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     CLIPProcessor(image_processor=images, tokenizer=tok).save_pretrained(folder)
     return str(folder)
+
+
+def write_random_roformer(folder, task: str = "arith", layers: int = 1) -> None:
+    """A randomly initialised RoFormer (the tiny model's class, hidden 32, seed 0) with `task`'s tokenizer, saved
+    where `harness.models.load_hf` reads it (config.json, weights, a tokenizer naming [MASK] and [EOS]): load it
+    as `--model hf:<folder>`, or put it at `models.tiny_model_path(task)` to stand in for `--model tiny`."""
+    import transformers
+
+    from harness.tokenizer import build_tokenizer
+    from tasks import get_task
+
+    t = get_task(task)
+    exs = t.load(split="train")[:2000] + t.load(split="test")
+    tok = build_tokenizer([t.format_prompt(e) for e in exs] + [e.solution for e in exs],
+                          multi=getattr(t, "tiny_tokens", ()))
+    config = transformers.RoFormerConfig(
+        vocab_size=len(tok), embedding_size=32, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=256, type_vocab_size=1, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, pad_token_id=tok.pad_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = transformers.RoFormerForMaskedLM(config)
+    module.save_pretrained(folder)
+    tok.save_pretrained(folder)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fakes import write_random_roformer
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 8
@@ -31,33 +32,11 @@ TIMING = {"step_time_s"}  # the only curve columns allowed to differ between two
 def env(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("resume")
     model_dir = root / "model"
-    _build_random_model(model_dir)
+    write_random_roformer(model_dir)
     e = dict(os.environ, HARNESS_HOME=str(root / "home"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
              PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     e.pop("HARNESS_DEBUG", None)
     return {"root": root, "model": model_dir, "env": e}
-
-
-def _build_random_model(folder: Path) -> None:
-    """What harness.models.load_hf expects: config.json + weights + a tokenizer naming [MASK] and [EOS]."""
-    import transformers
-
-    from harness.tokenizer import build_tokenizer
-    from tasks import get_task
-
-    task = get_task("arith")
-    exs = task.load(split="train")[:2000] + task.load(split="test")
-    tok = build_tokenizer([task.format_prompt(e) for e in exs] + [e.solution for e in exs],
-                          multi=getattr(task, "tiny_tokens", ()))
-    config = transformers.RoFormerConfig(
-        vocab_size=len(tok), embedding_size=32, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=256, type_vocab_size=1, hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0, pad_token_id=tok.pad_token_id)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        module = transformers.RoFormerForMaskedLM(config)
-    module.save_pretrained(folder)
-    tok.save_pretrained(folder)
 
 
 def _argv(env: dict, out: Path, *extra: str) -> list[str]:

@@ -76,6 +76,7 @@ class TrainConfig:
     cfg_scale: float | None = None
     # fast rollouts (harness.sampling "Fast decoding"; low_confidence only): None / "none" = off, as before
     rollout_threshold: float | None = None  # commit every block position with probability >= this (e.g. 0.9)
+    rollout_factor: float | None = None  # Fast-dLLM's factor rule instead of a threshold (they use 1)
     rollout_cache: str = "none"  # none | prefix | dual: approximate KV cache (the embedded tiny model only)
     # ---- compute layout: changes speed and memory, not the result (up to float rounding)
     micro_batch_size: int | None = None  # completions per forward/backward in updates; None = all at once
@@ -256,7 +257,7 @@ def rollout_decode_config(cfg: TrainConfig, task: Task, method: Method):
         task, sampler=cfg.sampler or method.rollout_sampler(task.kind), gen_length=cfg.gen_length,
         block_length=cfg.block_length, steps=cfg.diffusion_steps, temperature=cfg.temperature,
         remasking=cfg.remasking, cfg_scale=cfg.cfg_scale, threshold=cfg.rollout_threshold,
-        cache=None if cfg.rollout_cache == "none" else cfg.rollout_cache)
+        factor=cfg.rollout_factor, cache=None if cfg.rollout_cache == "none" else cfg.rollout_cache)
 
 
 def lr_factor(cfg: TrainConfig, total_updates: int) -> Callable[[int], float]:

@@ -222,6 +222,12 @@ def test_misspelt_method_suggests_the_closest(tmp_path, capsys):
     (["--temperature", "nan"], "--temperature nan must be a finite number"),
     (["--gen-length", "64", "--block-length", "32", "--diffusion-steps", "33"], "steps=33 is not a multiple of"),
     (["--gen-length", "0"], "gen_length=0 must be a positive integer"),
+    (["--threshold", "1.5"], "threshold=1.5 must lie in (0, 1]"),
+    (["--threshold", "nan"], "threshold=nan must lie in (0, 1]"),
+    (["--factor", "0"], "factor=0.0 must be a finite number > 0"),
+    (["--threshold", "0.9", "--factor", "1"], "give threshold or factor, not both"),
+    (["--cache", "dual", "--sampler", "emerge"], "apply to the low_confidence sampler only, not 'emerge'"),
+    (["--threshold", "0.9", "--remasking", "random"], "use remasking=low_confidence"),
 ])
 def test_invalid_decoder_settings_fail_before_data_or_model_are_loaded(flags, needle, tmp_path, earlier_run,
                                                                        capsys):
@@ -232,12 +238,13 @@ def test_invalid_decoder_settings_fail_before_data_or_model_are_loaded(flags, ne
     assert_untouched(earlier_run)
 
 
-def test_bad_choice_is_one_line_with_exit_code_2(capsys):
+@pytest.mark.parametrize("flag,value", [("--sampler", "greedy"), ("--cache", "full")])
+def test_bad_choice_is_one_line_with_exit_code_2(flag, value, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["eval", "--task", "gsm8k", "--model", "gold", "--sampler", "greedy"])
+        main(["eval", "--task", "gsm8k", "--model", "gold", flag, value])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "invalid choice: 'greedy'" in err and "--help" in err
+    assert len(err.splitlines()) == 1 and f"invalid choice: '{value}'" in err and "--help" in err
 
 
 @pytest.mark.parametrize("argv", [["--n-samples", "0"], ["--limit", "-1"], ["--batch-size", "0"]])

@@ -296,6 +296,9 @@ def test_rollout_fields_reach_the_rollout_decoder():
     cfg = TrainConfig.for_task(task, "maskgrpo", rollout_threshold=0.9, rollout_cache="prefix")
     d = rollout_decode_config(cfg, task, get_method("maskgrpo"))
     assert (d.threshold, d.cache, d.factor) == (0.9, "prefix", None)
+    cfg = TrainConfig.for_task(task, "maskgrpo", rollout_factor=1.0, rollout_cache="dual")
+    d = rollout_decode_config(cfg, task, get_method("maskgrpo"))
+    assert (d.threshold, d.cache, d.factor) == (None, "dual", 1.0)
     off = rollout_decode_config(TrainConfig.for_task(task, "maskgrpo"), task, get_method("maskgrpo"))
     assert not off.fast
 

@@ -17,7 +17,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fakes import EXAMPLES, TINY, TinyBert, ToyTask  # noqa: E402
 
-
 METHODS = ("maskgrpo", "diffu-grpo", "unigrpo", "coupled-grpo", "tracerl", "wd1", "spg")
 
 

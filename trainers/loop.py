@@ -491,6 +491,7 @@ class _Run:
         return out
 
     def all_reduce_max(self, value: int) -> int:
+        """The maximum of `value` over the processes (RolloutBatch.global_max on several processes)."""
         return int(self.gather(torch.tensor([int(value)])).max())
 
     def global_views(self, views: list[MaskedView]) -> list[MaskedView]:
@@ -502,10 +503,12 @@ class _Run:
         out = []
         for v in views:
             dev = v.score.device
-            score = self.gather(v.score.to(torch.uint8)).bool().to(dev)  # (B_all, L)
-            region = None if v.region is None else self.gather(v.region.to(torch.uint8)).bool().to(dev)
+            score = self.gather(v.score.to(torch.uint8).contiguous()).bool().to(dev)  # (B_all, L)
+            region = None if v.region is None else \
+                self.gather(v.region.to(torch.uint8).contiguous()).bool().to(dev)
+            weight = self.gather(v.weight.contiguous()).to(dev)  # (B_all, L); often an expanded (B, 1)
             empty = torch.zeros(score.shape[0], 0, dtype=torch.long, device=dev)
-            out.append(MaskedView(empty, empty.bool(), score, self.gather(v.weight).to(dev), region))
+            out.append(MaskedView(empty, empty.bool(), score, weight, region))
         return out
 
     def update(self, step: int, j: int, batch: RolloutBatch, views: list[MaskedView], old, ref,

@@ -14,6 +14,7 @@ from transformers import BertConfig, BertForMaskedLM
 from harness.models import DecodingModel
 from tasks.base import Example, Task
 from tasks.rewards import per_item
+from trainers.estimators import RolloutBatch
 
 PAD, MASK, EOS = 0, 1, 2
 LETTERS = "abcdefghijklm"  # ids 3..15
@@ -83,6 +84,31 @@ EXAMPLES = [Example(id=i, prompt=p, reference=r) for i, (p, r) in
 
 # tiny budget: 2 steps x 2 prompts x 3 completions, 2 inner updates
 TINY = dict(steps=2, prompts_per_step=2, num_generations=3, lr=1e-3, temperature=1.0, eval_every=0)
+
+
+def uneven_batch(B=12, P=5, L=8, seed=0):
+    """B rows with left-padded prompts of 1..P real tokens (the first half's longest is 3, so a process that
+    holds only those rows pads to 3, not P), completions valid for 3..8 tokens and rows with different
+    numbers of distinct commit steps (tracerl's examples)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([1, 2, 3, 2, 3, 1, 5, 4, 5, 3, 2, 4])[:B]  # (B,) real prompt tokens
+    pmask = torch.arange(P)[None, :] >= (P - lengths)[:, None]  # (B, P) left padding
+    prompt = torch.where(pmask, torch.randint(3, V, (B, P), generator=g), torch.zeros(B, P, dtype=torch.long))
+    valid = torch.arange(L)[None, :] < torch.randint(3, L + 1, (B, 1), generator=g)  # (B, L)
+    commit = torch.randint(0, 8, (B, L), generator=g) % torch.randint(1, 9, (B, 1), generator=g)  # (B, L)
+    return RolloutBatch(prompt_ids=prompt, prompt_mask=pmask, completion_ids=torch.randint(3, V, (B, L), generator=g),
+                        valid=valid, commit_step=commit, mask_id=MASK, block_length=4, seed=7)
+
+
+def split_rows(b: RolloutBatch, rows: slice) -> RolloutBatch:
+    """What a process holding `rows` of the step gets: those rows, padded to their own longest prompt,
+    with their global identities."""
+    pm = b.prompt_mask[rows]
+    P = int(pm.sum(1).max())
+    return RolloutBatch(prompt_ids=b.prompt_ids[rows, -P:], prompt_mask=pm[:, -P:],
+                        completion_ids=b.completion_ids[rows], valid=b.valid[rows], commit_step=b.commit_step[rows],
+                        mask_id=b.mask_id, kind=b.kind, block_length=b.block_length, seed=b.seed,
+                        row_ids=torch.arange(b.B)[rows])
 
 
 def make_tiny_clip(folder) -> str:

@@ -232,8 +232,9 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(env):
     out = env["root"] / "diverge"
     # advantages become NaN from step 3 on: the loss of step 3 is non-finite
     preamble = ("import trainers.loop as L\n_orig = L._Run.update\n"
-                "def update(self, step, j, batch, views, old, ref, A, stats):\n"
-                "    return _orig(self, step, j, batch, views, old, ref, A * float('nan') if step >= 3 else A, stats)\n"
+                "def update(self, step, j, batch, views, old, ref, A, stats, *rest):\n"
+                "    return _orig(self, step, j, batch, views, old, ref, A * float('nan') if step >= 3 else A, stats,"
+                " *rest)\n"
                 "L._Run.update = update")
     r = _run(env, _argv(env, out), preamble=preamble)
     assert r.returncode != 0

@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from fakes import split_rows, uneven_batch
 
 from trainers import coupled_grpo, diffu_grpo, maskgrpo, spg, tracerl, unigrpo
-from trainers.estimators import RolloutBatch, combine_views, completion_validity, make_view
+from trainers.estimators import RolloutBatch, RowStreams, combine_views, completion_validity, make_view
 from trainers.maskgrpo import fading_out_probs, maskgrpo_schedule
 from trainers.tracerl import trace_group_masks
 from trainers.unigrpo import structured_rates
@@ -205,3 +206,57 @@ def test_spg_current_block_is_drawn_among_blocks_that_hold_text():
 def test_completion_validity_keeps_tokens_up_to_and_including_the_first_eos():
     ids = torch.tensor([[5, 6, 2, 7, 2], [5, 6, 7, 8, 9]])  # EOS = 2
     assert completion_validity(ids, eos_id=2, mask_id=MASK).tolist() == [[True, True, True, False, False], [True] * 5]
+
+
+# ---- rank-count invariance: a row's masks do not depend on how the step's rows are split --------------------
+SPLIT_CASES = [("maskgrpo", {}), ("diffu-grpo", {}), ("unigrpo", {}), ("coupled-grpo", {}), ("wd1", {}),
+               ("spg", {"estimator": "hidden"}), ("spg", {"estimator": "block"}),
+               ("tracerl", {"shrink": 1}), ("tracerl", {"shrink": 1, "groups": "global"})]
+
+
+@pytest.mark.parametrize(("name", "overrides"), SPLIT_CASES, ids=[f"{n}-{'-'.join(map(str, o.values()))}" for n, o in SPLIT_CASES])
+def test_a_rows_views_are_the_same_in_one_batch_and_split_over_two_processes(name, overrides):
+    from trainers.methods import METHODS
+
+    method = METHODS.get(name)
+    cfg = method.make_config(mu=3, **overrides)
+    full = uneven_batch()
+    halves = [split_rows(full, slice(0, 6)), split_rows(full, slice(6, 12))]
+    assert [h.P for h in halves] == [3, 5]  # the first process pads its prompts to 3 tokens, not 5
+    n_full = {}
+    for j in range(3):
+        whole = method.views(j, full, cfg, gen(100 + j))
+        if name == "tracerl":  # the loop gives each process the step's global maximum of the group count
+            n_full[j] = int(tracerl.row_group_index(full.commit_step, 1).max()) + 1 if cfg.groups == "row" else \
+                tracerl.trace_num_groups(full.commit_step, 1)
+            for h in halves:
+                h.all_reduce_max = lambda v, n=n_full[j]: max(v, n)
+        parts = [method.views(j, h, cfg, gen(100 + j)) for h in halves]
+        for (lo, hi), h, part in zip(((0, 6), (6, 12)), halves, parts):
+            assert len(part) == len(whole)
+            for v, w in zip(part, whole):
+                assert torch.equal(v.score, w.score[lo:hi]) and torch.equal(v.weight, w.weight[lo:hi])
+                assert (v.region is None) == (w.region is None)
+                assert v.region is None or torch.equal(v.region, w.region[lo:hi])
+                assert torch.equal(v.input_ids[:, h.P:], w.input_ids[lo:hi, full.P:])  # completion
+                assert torch.equal(v.input_ids[:, :h.P], w.input_ids[lo:hi, full.P - h.P:full.P])  # real prompt
+    # the split is not a tautology: the generator matters, and (where masks are random) rows differ
+    if name != "tracerl":
+        other = method.views(0, full, cfg, gen(999))
+        assert any(not torch.equal(a.input_ids, b.input_ids) for a, b in zip(other, method.views(0, full, cfg, gen(100))))
+
+
+def test_row_streams_depend_on_the_row_identity_not_its_position():
+    b = batch(B=3, L=6)
+    swapped = batch(B=3, L=6)
+    swapped.row_ids = torch.tensor([2, 1, 0])
+    x = RowStreams(b, 5).rand(6)
+    y = RowStreams(swapped, 5).rand(6)
+    assert torch.equal(x, y.flip(0))  # row identity 2 draws the same numbers at position 0 or 2
+    assert not torch.equal(x[0], x[1])
+    # the k-th real prompt token gets the row's k-th draw, whatever the padding in front of it
+    pm = torch.tensor([[False, True, True], [True, True, True], [False, False, True]])
+    u = RowStreams(b, 5).rand_prompt(pm)
+    first = RowStreams(b, 5).rand(3)
+    assert u[0, 1:].tolist() == first[0, :2].tolist() and u[2, 2].item() == first[2, 0].item()
+    assert u[0, 0].item() == 1.0 and u[2, :2].tolist() == [1.0, 1.0]  # padding: never below a probability

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from fakes import uneven_batch
 
 from trainers import maskgrpo, spg, wd1
 from trainers.estimators import RolloutBatch, make_view
@@ -165,3 +166,34 @@ def test_recipes_give_the_mask_ratio_schedules_worked_from_maskgrpos_formula():
 def test_unknown_method_setting_lists_the_valid_ones():
     with pytest.raises(ValueError, match="unknown maskgrpo setting.*valid: mu, epsilon, beta, .*gamma"):
         METHODS.get("maskgrpo").make_config(gamm=0.5)
+
+
+# ---- rank-count invariance of the loss normalisers ----------------------------------------------------------
+@pytest.mark.parametrize("name", METHODS.names())
+def test_loss_shares_are_the_same_when_the_rows_are_split_over_processes_and_micro_batches(name):
+    # 12 rows (4 groups of G = 3) with unequal scored-token counts, normalisation units of 4 rows (so unit
+    # 1, rows 4-7, straddles two processes of 6 rows) and tracerl rows with unequal numbers of examples.
+    # One process computes every row's share at once; two processes of 6 rows, each in micro-batches of 2,
+    # compute them given the loop's gathered views of the whole step (all_views) and their global rows.
+    # The shares must agree: the loop's loss is their sum / B_all, whatever the layout.
+    method = METHODS.get(name)
+    over = {"shrink": 1} if name == "tracerl" else {}
+    cfg = method.make_config(mu=2, beta=0.04, norm_rows=4, **over)
+    b = uneven_batch()
+    views = method.views(1, b, cfg, torch.Generator().manual_seed(3))
+    n = len(views)
+    lps = [_logp(12, 8, seed=i) for i in range(n)]
+    old = [(lp.detach() + 0.05 * torch.randn(12, 8, generator=torch.Generator().manual_seed(50 + i)))
+           for i, lp in enumerate(lps)]
+    ref = [lp.detach() - 0.1 for lp in lps]
+    A = torch.randn(12, generator=torch.Generator().manual_seed(9))
+
+    def shares(rows: slice):
+        inp = LossInputs([lp[rows] for lp in lps], [o[rows] for o in old], [r[rows] for r in ref],
+                         [v.rows(rows) for v in views], A[rows], all_views=views, rows=rows, group_size=3)
+        return method.loss(inp, cfg).per_sequence
+
+    whole = shares(slice(0, 12))
+    split = torch.cat([shares(slice(i, i + 2)) for i in range(0, 12, 2)])
+    assert whole.abs().sum() > 0
+    torch.testing.assert_close(split, whole, rtol=1e-6, atol=1e-7)

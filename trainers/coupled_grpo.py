@@ -15,7 +15,9 @@ config_coupled_code.yaml `per_device_train_batch_size: 5`) and the reference is 
 optimizer updates (`sync_ref_model: True`, `ref_model_sync_steps: 64`).
 
 Departures from the published method:
-* One t per inner iteration for the whole (per-process) batch, as the code does.
+* One t per inner iteration for the whole step, on every process (the code draws one per process's
+  batch); M is drawn per row from the row's own stream (estimators.RowStreams), so the masks do
+  not depend on how the step's prompts are split over processes.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trainers.estimators import RolloutBatch, make_view
+from trainers.estimators import RolloutBatch, RowStreams, make_view
 from trainers.grpo import MethodConfig, leave_one_out_advantages
 from trainers.methods import Method, register
 
@@ -50,8 +52,9 @@ def advantages(rewards: torch.Tensor, cfg: CoupledGRPOConfig) -> torch.Tensor:
 
 
 def views(j: int, batch: RolloutBatch, cfg: CoupledGRPOConfig, gen: torch.Generator):
+    # one t for the whole step (the iteration's generator is the same on every process), M per row
     t = cfg.t_low + (cfg.t_high - cfg.t_low) * float(torch.rand((), generator=gen))
-    M = torch.rand(batch.B, batch.L, generator=gen) < t  # (B, L)
+    M = RowStreams.draw(batch, gen).rand(batch.L) < t  # (B, L)
     everything = torch.ones_like(batch.valid)
     return [
         make_view(batch, hide_completion=everything, score=everything),

@@ -127,7 +127,9 @@ class LossInputs:
     views: list[MaskedView]
     advantages: torch.Tensor  # (B,)
     # the whole rollout batch, for losses whose normaliser spans more rows than a micro-batch holds:
-    # all_views are this iteration's views over all B_all rows, rows the micro-batch's slice of them
+    # all_views are this iteration's views over all B_all rows of the step - every process's, in process
+    # order (the loop gathers their score, weight and region; their inputs may be empty) - and rows the
+    # micro-batch's slice of them
     all_views: list[MaskedView] | None = None  # None: the micro-batch is the whole batch
     rows: slice | None = None
     group_size: int = 0  # G (0: unknown, then one unit is the whole batch)

@@ -11,6 +11,10 @@ learning-rate schedule, periodic evaluation of the test split, atomic checkpoint
 Data-parallel ready through accelerate (`accelerate launch -m harness run ...`): each process takes an
 equal share of the step's prompts (every group stays on one process, so advantages need no
 communication), gradients are averaged by DDP, and logged numbers are reduced over processes.
+Rank-count invariant (without dynamic sampling): N processes x 1/N of the prompts train the weights of one
+process x all of them, up to float summation order - every random mask of a row is keyed by the row's
+place in the step's global batch, never by the process, and loss normalisers that span rows (a unit's
+token count, tracerl's example count) are computed over every process's views (`global_views`).
 
 Run: `harness run --task arith --method maskgrpo` (the CLI calls `train`). Not here: LoRA set-up (the
 model adapter's job) and the per-problem evaluation (the caller's `evaluate_fn`).
@@ -439,30 +443,40 @@ class _Run:
         drawn = cfg.prompts_per_step * cfg.oversample
         idx = prompt_indices(len(self.examples), drawn, step, self.seed)
         per = drawn // acc.num_processes
-        mine = idx[acc.process_index * per:(acc.process_index + 1) * per]
+        first = acc.process_index * per  # this process's prompts are positions first..first+per-1 of the step
+        mine = idx[first:first + per]
         keep = cfg.prompts_per_step // acc.num_processes  # the same on every process: DDP's collectives match
         dynamic = dict(round_size=keep, enough=keep) if cfg.oversample > 1 else {}
         with torch.no_grad():  # with dynamic sampling, rounds of `keep` prompts until `keep` groups are mixed
             generated = collect_rollouts(self.model, self.task, self.examples, mine, G, self.decode,
                                          seed=self.seed, step=step, generate_fn=self.generate_fn,
                                          chunk=cfg.rollout_batch_size, reward_workers=self.reward_workers,
-                                         batch_seed=derive_seed(self.seed, "batch", step, acc.process_index),
-                                         **dynamic)
+                                         batch_seed=derive_seed(self.seed, "batch", step),
+                                         first_position=first, **dynamic)
         ro = select_groups(generated, keep) if cfg.oversample > 1 else generated
         batch = ro.batch
+        if acc.num_processes > 1:
+            batch.all_reduce_max = self.all_reduce_max
         adv = self.method.advantages(ro.rewards, mcfg)  # (N, G)
         A = adv.reshape(-1).to(batch.device)  # (B,) prompt-major like the batch
         # managed randomness: every iteration's views are fixed up front, one generator per (seed, step, j),
-        # and the old and reference policies are evaluated on exactly those views before any update
+        # and the old and reference policies are evaluated on exactly those views before any update.
+        # Rank-count invariance: no seed names the process; a row's masks come from its own stream, keyed by
+        # its place in the step's global batch (estimators.RowStreams), and batch-level draws from the
+        # generator, which is the same on every process
         views = [self.method.views(j, batch, mcfg, torch.Generator().manual_seed(
-            derive_seed(self.seed, "views", step, j, acc.process_index))) for j in range(mcfg.mu)]
+            derive_seed(self.seed, "views", step, j))) for j in range(mcfg.mu)]
+        # the views of every process, for loss normalisers that span rows of other processes (token counts
+        # of a unit of norm_rows rows, tracerl's number of examples, spg's lengths), and where ours start
+        everyone = [self.global_views(v) for v in views]
+        offset = acc.process_index * batch.B
         old = [None] * mcfg.mu
         if self.method.uses_old_policy:  # update 0 is on-policy: its old log-probs are the current ones
             old[1:] = [self.logprobs(self.module, v, batch) for v in views[1:]]
         ref = [self.logprobs(self.ref, v, batch) for v in views] if self.ref is not None else [None] * mcfg.mu
         stats = _Stats()
         for j in range(mcfg.mu):
-            self.update(step, j, batch, views[j], old[j], ref[j], A, stats)
+            self.update(step, j, batch, views[j], old[j], ref[j], A, stats, everyone[j], offset)
         n_views = sum(len(v) for v in views)
         forwards = n_views + (sum(len(v) for v in views[1:]) if self.method.uses_old_policy else 0) + \
             (n_views if self.ref is not None else 0)
@@ -477,9 +491,31 @@ class _Run:
                                                      self.token_range) for sl in self.slices(batch.B)]))
         return out
 
+    def all_reduce_max(self, value: int) -> int:
+        """The maximum of `value` over the processes (RolloutBatch.global_max on several processes)."""
+        return int(self.gather(torch.tensor([int(value)])).max())
+
+    def global_views(self, views: list[MaskedView]) -> list[MaskedView]:
+        """Iteration j's views over the step's whole batch, every process's rows in process order (the
+        rows of one process when there is one). Only what loss normalisers read (score, weight, region)
+        is gathered; the inputs are left empty (B_all, 0)."""
+        if self.acc.num_processes == 1:
+            return views
+        out = []
+        for v in views:
+            dev = v.score.device
+            score = self.gather(v.score.to(torch.uint8).contiguous()).bool().to(dev)  # (B_all, L)
+            region = None if v.region is None else \
+                self.gather(v.region.to(torch.uint8).contiguous()).bool().to(dev)
+            weight = self.gather(v.weight.contiguous()).to(dev)  # (B_all, L); often an expanded (B, 1)
+            empty = torch.zeros(score.shape[0], 0, dtype=torch.long, device=dev)
+            out.append(MaskedView(empty, empty.bool(), score, weight, region))
+        return out
+
     def update(self, step: int, j: int, batch: RolloutBatch, views: list[MaskedView], old, ref,
-               A: torch.Tensor, stats: _Stats) -> None:
-        """One optimizer step on iteration j's views, accumulated over micro-batches."""
+               A: torch.Tensor, stats: _Stats, everyone: list[MaskedView] | None = None, offset: int = 0) -> None:
+        """One optimizer step on iteration j's views, accumulated over micro-batches. `everyone`: the same
+        views over every process's rows (global_views), whose rows offset.. are this process's."""
         if not views:
             return
         chunks = self.slices(batch.B)
@@ -493,8 +529,12 @@ class _Run:
                 inp = LossInputs(logp=cur, old_logp=None if old is None else [o[sl] for o in old],
                                  ref_logp=None if ref is None else [r[sl] for r in ref],
                                  views=[v.rows(sl) for v in views], advantages=A[sl],
-                                 all_views=views, rows=sl, group_size=self.cfg.num_generations)
+                                 all_views=views if everyone is None else everyone,
+                                 rows=slice(offset + sl.start, offset + sl.stop),
+                                 group_size=self.cfg.num_generations)
                 out = self.method.loss(inp, self.mcfg)
+                # shares are of the step's global mean (their sum over all processes / B_all); every process
+                # holds B = B_all / processes rows and DDP averages the gradients, so / B here gives / B_all
                 loss = out.per_sequence.sum() / batch.B
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(f"non-finite loss at step {step}, inner update {j} "

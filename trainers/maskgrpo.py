@@ -18,7 +18,8 @@ The `equal` recipe (trainers/recipes.py) keeps the harness's earlier choices ins
 first EOS, per-completion mean, frozen reference.
 
 Masks are drawn per position independently (Bernoulli with the probability above); the code does the
-same, so the *number* of hidden tokens varies around t*L.
+same, so the *number* of hidden tokens varies around t*L. Each row draws from its own stream, keyed by its
+place in the step's global batch (estimators.RowStreams), so the masks do not depend on the process count.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from trainers.estimators import RolloutBatch, bernoulli, make_view
+from trainers.estimators import RolloutBatch, RowStreams, bernoulli, make_view
 from trainers.grpo import MethodConfig, std_normalized_advantages
 from trainers.methods import Method, register
 
@@ -66,7 +67,7 @@ def views(j: int, batch: RolloutBatch, cfg: MaskGRPOConfig, gen: torch.Generator
         probs = torch.full((batch.B, batch.L), t)  # (B, L) uniform over image tokens
     else:
         probs = fading_out_probs(t, batch.L)[None, :].expand(batch.B, -1)  # (B, L) rises along the text
-    hide = bernoulli(probs, gen)  # (B, L)
+    hide = bernoulli(probs, RowStreams.draw(batch, gen))  # (B, L), each row from its own stream
     return [make_view(batch, hide_completion=hide, score=hide, score_padding=cfg.score_padding)]
 
 

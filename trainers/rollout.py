@@ -50,8 +50,13 @@ def prompt_indices(n_examples: int, per_step: int, step: int, seed: int) -> list
 
 def collect_rollouts(model, task: Task, examples: Sequence[Example], indices: Sequence[int], G: int, decode, *,
                      seed: int, step: int, generate_fn: Callable, batch_seed: int, chunk: int | None = None,
-                     reward_workers: int = 0, round_size: int | None = None, enough: int | None = None) -> Rollouts:
+                     reward_workers: int = 0, round_size: int | None = None, enough: int | None = None,
+                     first_position: int = 0) -> Rollouts:
     """G completions for each of examples[indices], scored by the task; `indices` are global positions.
+
+    `first_position` is the position of indices[0] among the step's drawn prompts (over all processes):
+    row g of the k-th prompt gets the identity (first_position + k) * G + g in `batch.row_ids`, the key of
+    its random masks (estimators.RowStreams).
 
     With `round_size` and `enough` (dynamic sampling), prompts are decoded and scored `round_size` at a time,
     in order, and decoding stops after the round in which `enough` groups with mixed rewards have been
@@ -102,7 +107,7 @@ def collect_rollouts(model, task: Task, examples: Sequence[Example], indices: Se
     batch = RolloutBatch(prompt_ids=ids[:B], prompt_mask=attn[:B], completion_ids=completion_ids, valid=valid,
                          commit_step=commit_step, mask_id=int(model.mask_id), kind=task.kind,
                          block_length=decode.block_length if decode.sampler == "low_confidence" else 0,
-                         seed=batch_seed)
+                         seed=batch_seed, row_ids=torch.arange(first_position * G, first_position * G + B))
     return Rollouts(batch, rewards, terms, [s.verdict for s in scored], texts, nfe)
 
 
@@ -124,7 +129,8 @@ def select_groups(ro: Rollouts, keep: int) -> Rollouts:
     on = rows.to(b.device)
     batch = RolloutBatch(prompt_ids=b.prompt_ids[on], prompt_mask=b.prompt_mask[on],
                          completion_ids=b.completion_ids[on], valid=b.valid[on], commit_step=b.commit_step[on],
-                         mask_id=b.mask_id, kind=b.kind, block_length=b.block_length, seed=b.seed)
+                         mask_id=b.mask_id, kind=b.kind, block_length=b.block_length, seed=b.seed,
+                         row_ids=None if b.row_ids is None else b.row_ids[rows])
     g = torch.tensor(groups)
     return Rollouts(batch, ro.rewards[g], {k: v[g] for k, v in ro.terms.items()},
                     [ro.verdicts[r] for r in rows.tolist()], [ro.completions[r] for r in rows.tolist()], ro.nfe)

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 
 import torch
 
-from trainers.estimators import RolloutBatch, combine_views, make_view
+from trainers.estimators import RolloutBatch, RowStreams, combine_views, make_view
 from trainers.grpo import (
     LossInputs,
     LossOutput,
@@ -96,12 +96,13 @@ def block_view(batch: RolloutBatch, p_mask_clean: float, gen: torch.Generator):
     blk = block_positions(L, batch.block_length)  # (L,)
     valid = batch.valid.cpu()  # (B, L)
     last = torch.where(valid, blk[None, :], 0).max(1).values  # (B,) last block holding text
-    current = (torch.rand(B, generator=gen) * (last + 1)).long()[:, None]  # (B, 1) uniform over those blocks
-    t = torch.rand(B, 1, generator=gen)  # (B, 1)
-    u = torch.rand(B, L, generator=gen)  # (B, L)
+    rows = RowStreams.draw(batch, gen)  # every draw below from each row's own stream
+    current = (rows.rand(1)[:, 0] * (last + 1)).long()[:, None]  # (B, 1) uniform over those blocks
+    t = rows.rand(1)  # (B, 1)
+    u = rows.rand(L)  # (B, L)
     region = blk[None, :] == current  # (B, L) the current block
     hide = (blk[None, :] > current) | (region & (u < t)) | ((blk[None, :] < current) & (u < p_mask_clean))
-    hide_prompt = torch.rand(B, batch.P, generator=gen) < p_mask_clean  # (B, P)
+    hide_prompt = rows.rand_prompt(batch.prompt_mask) < p_mask_clean  # (B, P)
     score = region & hide
     n_region = (region & valid).sum(1, keepdim=True).float()  # (B, 1)
     n_hidden = (score & valid).sum(1, keepdim=True).float()
@@ -126,25 +127,26 @@ def hidden_views(batch: RolloutBatch, m: int, p_mask_clean: float, gen: torch.Ge
     valid = batch.valid.cpu()  # (B, L)
     length = valid.sum(1)  # (B,)
     text_blocks = ((length - 1).clamp(min=0) // size + 1)  # (B,) blocks holding text
-    current = torch.stack([torch.randperm(n_blocks, generator=gen) for _ in range(B)]) % text_blocks[:, None]
+    rows = RowStreams.draw(batch, gen)  # every draw below from each row's own stream
+    current = rows.randperm(n_blocks) % text_blocks[:, None]  # (B, n_blocks)
     out = []
     for v in range(m):
         cur = current[:, v % n_blocks][:, None]  # (B, 1)
         start = cur * size
         m_text = (length[:, None] - start).clamp(min=0, max=size)  # (B, 1) text tokens of the block
-        k = (torch.rand(B, 1, generator=gen) * m_text).long() + 1  # uniform on {1, ..., m_text}
+        k = (rows.rand(1) * m_text).long() + 1  # uniform on {1, ..., m_text}
         k = torch.minimum(k, m_text)
         # a random k of the block's first m_text positions: rank positions by a uniform key
         pos = torch.arange(L)[None, :] - start  # (B, L) offset inside the current block
         in_text = (pos >= 0) & (pos < m_text)
-        key = torch.where(in_text, torch.rand(B, L, generator=gen), torch.full((B, L), 2.0))
+        key = torch.where(in_text, rows.rand(L), torch.full((B, L), 2.0))
         rank = key.argsort(1).argsort(1)  # (B, L) rank of each key within its row
         chosen = in_text & (rank < k)
         later = blk[None, :] > cur
         earlier = blk[None, :] < cur
-        perturb = torch.rand(B, L, generator=gen) < p_mask_clean
+        perturb = rows.rand(L) < p_mask_clean
         hide = chosen | later | (earlier & perturb) | ~valid
-        hide_prompt = torch.rand(B, batch.P, generator=gen) < p_mask_clean
+        hide_prompt = rows.rand_prompt(batch.prompt_mask) < p_mask_clean  # (B, P)
         score = hide & valid
         t = score.sum(1, keepdim=True).float() / length[:, None].clamp(min=1).float()  # (B, 1)
         w = 1.0 / t.clamp(min=1e-8)

@@ -88,12 +88,14 @@ def groups_for_iteration(j: int, n_groups: int, mu: int) -> list[int]:
 def views(j: int, batch: RolloutBatch, cfg: TraceRLConfig, gen: torch.Generator):
     if cfg.groups == "row":
         rank = row_group_index(batch.commit_step, cfg.shrink)  # (B, L) example index of each token, -1 none
-        n = int(rank.max().item()) + 1 if rank.numel() else 0
+        # the step's number of groups, over every process: which groups iteration j trains (and how many
+        # views, hence collectives, each process runs) must not depend on the split of the prompts
+        n = batch.global_max(int(rank.max().item()) + 1 if rank.numel() else 0)
         out = []
         for g in groups_for_iteration(j, n, cfg.mu):
             out.append(make_view(batch, hide_completion=rank >= g, score=rank == g))
         return out
-    n = trace_num_groups(batch.commit_step, cfg.shrink)
+    n = batch.global_max(trace_num_groups(batch.commit_step, cfg.shrink))
     out = []
     for g in groups_for_iteration(j, n, cfg.mu):
         hide, score = trace_group_masks(batch.commit_step, g, cfg.shrink)  # (B, L), (B, L)

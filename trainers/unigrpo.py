@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from trainers.estimators import RolloutBatch, bernoulli, make_view
+from harness.seeds import derive_seed
+from trainers.estimators import RolloutBatch, RowStreams, bernoulli, make_view
 from trainers.grpo import MethodConfig, std_normalized_advantages
 from trainers.methods import Method, register
 
@@ -42,15 +43,16 @@ def advantages(rewards: torch.Tensor, cfg: UniGRPOConfig) -> torch.Tensor:
 
 
 def views(j: int, batch: RolloutBatch, cfg: UniGRPOConfig, gen: torch.Generator):
-    start = torch.rand(batch.B, generator=batch.generator("unigrpo-start"))  # (B,) same for every j
+    # (B,) the same for every j: each row's start from its own stream of the batch's seed
+    start = RowStreams(batch, derive_seed(batch.seed, "unigrpo-start")).rand(1)[:, 0]
     rates = structured_rates(start, j, cfg.mu).clamp(min=cfg.min_ratio)  # (B,)
-    hide = uniform_mask(rates, batch.L, gen)  # (B, L)
+    hide = uniform_mask(rates, batch.L, RowStreams.draw(batch, gen))  # (B, L)
     return [make_view(batch, hide_completion=hide, score=hide)]
 
 
-def uniform_mask(rates: torch.Tensor, L: int, gen: torch.Generator) -> torch.Tensor:
+def uniform_mask(rates: torch.Tensor, L: int, rows: RowStreams) -> torch.Tensor:
     """(B, L) bool: each position hidden independently with its row's rate; rates (B,)."""
-    return bernoulli(rates.float().cpu()[:, None].expand(-1, L), gen)
+    return bernoulli(rates.float().cpu()[:, None].expand(-1, L), rows)
 
 
 def structured_rates(start: torch.Tensor, j: int, mu: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ import transformers
 from harness.grid_model import TinyGridConfig, TinyGridForMaskedLM
 from harness.pretrain import PretrainConfig, _build_module
 
-SIDE = 4  # a 4x4 canvas: 16 cells, enough to see rows and columns, fast
+SIDE = 5  # a 5x5 canvas: 25 cells (more than the dozen tokens of the padding probe of harness.models)
 SMALL = dict(hidden=32, layers=2, heads=2, ffn=64)
 
 
@@ -43,7 +43,7 @@ def test_the_grid_changes_only_the_image_cells_before_the_first_layer():
     seen = {}
     model.roformer.embeddings.register_forward_hook(lambda m, a, out: seen.__setitem__("emb", out))
     model.roformer.encoder.layer[0].register_forward_pre_hook(lambda m, args: seen.__setitem__("in", args[0]))
-    ids = torch.randint(1, 40, (2, 5 + SIDE * SIDE))  # (2, 21): 5 prompt tokens, then the 16 cells
+    ids = torch.randint(1, 40, (2, 5 + SIDE * SIDE))  # (2, 30): 5 prompt tokens, then the 25 cells
     with torch.no_grad():
         model(input_ids=ids)
     delta = (seen["in"] - seen["emb"]).abs().sum(-1)  # (2, 21)
@@ -53,7 +53,7 @@ def test_the_grid_changes_only_the_image_cells_before_the_first_layer():
     same = torch.full((1, 5 + SIDE * SIDE), 7)
     with torch.no_grad():
         model(input_ids=same)
-    cells = seen["in"][0, 5:]  # (16, H)
+    cells = seen["in"][0, 5:]  # (25, H)
     assert not torch.allclose(cells[0], cells[SIDE + 1])
 
 
@@ -70,7 +70,7 @@ def test_the_convolution_sees_the_cell_below_not_the_one_after_a_row_end():
         base = model(input_ids=ids).logits
         below, wrap = ids.clone(), ids.clone()
         below[0, P + SIDE] += 1  # cell (1, 0): directly below cell (0, 0)
-        wrap[0, P + SIDE - 1] += 1  # cell (0, 3): last of row 0, not a neighbour of cell (1, 0)
+        wrap[0, P + SIDE - 1] += 1  # cell (0, SIDE-1): last of row 0, not a neighbour of cell (1, 0)
         d_below = (model(input_ids=below).logits - base)[0, P].abs().max()  # at cell (0, 0)
         d_wrap = (model(input_ids=wrap).logits - base)[0, P + SIDE].abs().max()  # at cell (1, 0)
     assert d_below > 1e-6 and d_wrap == 0
@@ -99,7 +99,7 @@ def test_saves_and_loads_through_the_hf_path_with_left_padding_intact(tmp_path):
     assert model.module.config.grid_size == SIDE
     for a, b in zip(module.state_dict().values(), model.module.state_dict().values()):
         assert torch.equal(a, b)
-    # a prompt left-padded inside a batch keeps its logits, cells included (16 cells after the prompt)
+    # a prompt left-padded inside a batch keeps its logits, cells included
     cells = [model.mask_id] * (SIDE * SIDE)
     long_row, short_row = [5, 6, 7, 8] + cells, [5, 6] + cells
     batch = torch.tensor([long_row, [model.pad_id] * 2 + short_row])

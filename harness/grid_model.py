@@ -10,6 +10,8 @@ without looking at ids, which may be masks). On those cells only:
 * learned **row and column embeddings** are added to the token embeddings, so a cell knows where it is
   on the canvas (the rotary positions alone give offsets along the flat sequence, where the cell after
   a row's last is the next row's first: sampled shapes wrapped across row ends);
+* with `positions="learned"`, no rotary attention at all: a prompt token gets a learned embedding of its
+  distance to the image instead (the cells keep their row/column embeddings);
 * before each transformer layer, a residual **3x3 depthwise convolution over the grid**:
   h_cells += Linear(GELU(DWConv3x3(LayerNorm(h_cells)))). Neighbouring cells - the pieces of one shape -
   see each other directly, above and below included, at the cost of a few thousand parameters a layer.
@@ -36,13 +38,19 @@ MODEL_TYPE = "harness-tiny-grid"
 
 
 class TinyGridConfig(transformers.RoFormerConfig):
-    """RoFormer's config plus `grid_size`: the image is the last grid_size**2 positions of a sequence."""
+    """RoFormer's config plus `grid_size` (the image is the last grid_size**2 positions of a sequence) and
+    `positions`: "rotary" (RoFormer's rotary attention over the whole sequence, plus the cells' row/column
+    embeddings) or "learned" (no rotary: cells have only their row/column embeddings, and a prompt token a
+    learned embedding of its distance to the image, so left padding changes nothing)."""
 
     model_type = MODEL_TYPE
 
-    def __init__(self, grid_size: int = 10, **kwargs):
+    def __init__(self, grid_size: int = 10, positions: str = "rotary", **kwargs):
         super().__init__(**kwargs)
+        if positions not in ("rotary", "learned"):
+            raise ValueError(f"positions={positions!r}; choose rotary or learned")
         self.grid_size = int(grid_size)
+        self.positions = positions
 
 
 class GridConv(nn.Module):
@@ -73,6 +81,8 @@ class TinyGridForMaskedLM(transformers.RoFormerForMaskedLM):
         self.grid_col = nn.Embedding(side, hidden)
         self.grid_convs = nn.ModuleList(GridConv(hidden, config.layer_norm_eps)
                                         for _ in range(config.num_hidden_layers))
+        if config.positions == "learned":
+            self.prompt_pos = nn.Embedding(config.max_position_embeddings, hidden)
         self.post_init()
 
     def _cell_positions(self, device) -> torch.Tensor:
@@ -94,9 +104,16 @@ class TinyGridForMaskedLM(transformers.RoFormerForMaskedLM):
         if hasattr(model, "embeddings_project"):
             h = model.embeddings_project(h)
         grid = S >= n  # shorter: no image in this sequence
+        P = S - n if grid else S  # prompt positions (with any left padding)
+        if self.config.positions == "learned":
+            # distance to the image: 0 for the last prompt token, whatever the padding on the left
+            dist = (P - 1 - torch.arange(P, device=h.device)).clamp(max=self.config.max_position_embeddings - 1)
+            h = torch.cat([h[:, :P] + self.prompt_pos(dist).to(h.dtype), h[:, P:]], dim=1)
+            pos = None  # no rotary attention
+        else:
+            pos = model.encoder.embed_positions((B, S), 0)[None, None, :, :]  # rotary table (1, 1, S, d)
         if grid:
             h = torch.cat([h[:, :S - n], h[:, S - n:] + self._cell_positions(h.device).to(h.dtype)], dim=1)
-        pos = model.encoder.embed_positions((B, S), 0)[None, None, :, :]  # rotary table (1, 1, S, d)
         for layer, mix in zip(model.encoder.layer, self.grid_convs):
             if grid:
                 cells = h[:, S - n:]  # (B, n, H)

@@ -72,6 +72,7 @@ class PretrainConfig:
     # the high mask ratios where the prompt decides the picture); None = cosine on image tasks, else linear
     grid: int = 0  # > 0 (image tasks): the last grid**2 positions are a grid x grid canvas with row/column
     # embeddings and a 3x3 depthwise convolution before each layer (harness/grid_model.py); 0 = plain model
+    grid_positions: str = "rotary"  # grid model only: rotary | learned (harness/grid_model.py TinyGridConfig)
 
 
 def pretrain(task_name: str, *, steps: int | None = None, seed: int = 0,
@@ -322,7 +323,7 @@ def _build_module(cfg: PretrainConfig, vocab_size: int, pad_id: int, seed: int) 
     if cfg.arch == "roformer" and cfg.grid:
         from harness.grid_model import TinyGridConfig, TinyGridForMaskedLM
 
-        config = TinyGridConfig(grid_size=cfg.grid, embedding_size=cfg.hidden, type_vocab_size=1,
+        config = TinyGridConfig(grid_size=cfg.grid, positions=cfg.grid_positions, embedding_size=cfg.hidden, type_vocab_size=1,
                                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **common)
         cls = TinyGridForMaskedLM
     elif cfg.arch == "roformer":

@@ -13,8 +13,9 @@ SIDE = 5  # a 5x5 canvas: 25 cells (more than the dozen tokens of the padding pr
 SMALL = dict(hidden=32, layers=2, heads=2, ffn=64)
 
 
-def small_grid_model(seed: int = 0) -> TinyGridForMaskedLM:
-    return _build_module(PretrainConfig(grid=SIDE, **SMALL), vocab_size=40, pad_id=0, seed=seed).eval()
+def small_grid_model(seed: int = 0, positions: str = "rotary") -> TinyGridForMaskedLM:
+    cfg = PretrainConfig(grid=SIDE, grid_positions=positions, **SMALL)
+    return _build_module(cfg, vocab_size=40, pad_id=0, seed=seed).eval()
 
 
 def test_text_tasks_keep_the_plain_roformer_with_the_same_weights():
@@ -39,7 +40,7 @@ def test_grid_needs_roformer():
 
 
 def test_the_grid_changes_only_the_image_cells_before_the_first_layer():
-    model = small_grid_model()
+    model = small_grid_model()  # rotary: the prompt's positions are in the attention, not in its inputs
     seen = {}
     model.roformer.embeddings.register_forward_hook(lambda m, a, out: seen.__setitem__("emb", out))
     model.roformer.encoder.layer[0].register_forward_pre_hook(lambda m, args: seen.__setitem__("in", args[0]))
@@ -57,9 +58,10 @@ def test_the_grid_changes_only_the_image_cells_before_the_first_layer():
     assert not torch.allclose(cells[0], cells[SIDE + 1])
 
 
-def test_the_convolution_sees_the_cell_below_not_the_one_after_a_row_end():
-    # with attention switched off (zero value/output weights), a cell's logits depend on the grid only
-    model = small_grid_model()
+@pytest.mark.parametrize("positions", ["rotary", "learned"])
+def test_the_convolution_sees_the_cell_below_not_the_one_after_a_row_end(positions):
+    # with attention switched off (zero output weights), a cell's logits depend on the grid only
+    model = small_grid_model(positions=positions)
     with torch.no_grad():
         for layer in model.roformer.encoder.layer:
             layer.attention.output.dense.weight.zero_()
@@ -86,17 +88,19 @@ def test_a_sequence_shorter_than_the_grid_is_plain_roformer():
         assert torch.allclose(model(input_ids=ids).logits, plain(input_ids=ids).logits, atol=1e-5)
 
 
-def test_saves_and_loads_through_the_hf_path_with_left_padding_intact(tmp_path):
+@pytest.mark.parametrize("positions", ["rotary", "learned"])
+def test_saves_and_loads_through_the_hf_path_with_left_padding_intact(tmp_path, positions):
     from harness.models import load_hf, padding_error
     from harness.tokenizer import build_tokenizer
 
     tok = build_tokenizer(["a photo of a red square", "<img0><img1>"], multi=[f"<img{k}>" for k in range(3)])
-    module = _build_module(PretrainConfig(grid=SIDE, **SMALL), vocab_size=len(tok), pad_id=tok.pad_token_id, seed=1)
+    module = _build_module(PretrainConfig(grid=SIDE, grid_positions=positions, **SMALL), vocab_size=len(tok),
+                           pad_id=tok.pad_token_id, seed=1)
     module.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     model = load_hf(str(tmp_path))
     assert type(model.module) is TinyGridForMaskedLM and isinstance(model.module.config, TinyGridConfig)
-    assert model.module.config.grid_size == SIDE
+    assert model.module.config.grid_size == SIDE and model.module.config.positions == positions
     for a, b in zip(module.state_dict().values(), model.module.state_dict().values()):
         assert torch.equal(a, b)
     # a prompt left-padded inside a batch keeps its logits, cells included
@@ -120,3 +124,18 @@ def test_the_kv_cache_refuses_the_grid_model():
 
     with pytest.raises(CacheUnsupported, match="TinyGridForMaskedLM"):
         cached_forward(M(), "prefix")
+
+
+def test_learned_positions_tell_prompt_tokens_apart_by_their_distance_to_the_image():
+    model = small_grid_model(positions="learned")
+    same = torch.full((1, 3 + SIDE * SIDE), 7)
+    swapped = same.clone()
+    swapped[0, 0] = 9  # first of three prompt tokens changed ...
+    moved = same.clone()
+    moved[0, 2] = 9  # ... or the last: the cells must see a difference between the two
+    with torch.no_grad():
+        a = model(input_ids=swapped).logits[0, 3:]
+        b = model(input_ids=moved).logits[0, 3:]
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="rotary or learned"):
+        TinyGridConfig(positions="absolute")

@@ -310,6 +310,8 @@ def load_hf(target: str, *, device: str = "cpu", dtype: str = "auto", name: str 
     """Load a transformers masked diffusion model from a local folder or (only if not a folder) the hub."""
     import transformers
 
+    import harness.grid_model  # noqa: F401 - registers the image tasks' tiny model class with AutoModelForMaskedLM
+
     folder = Path(target).expanduser()
     local = folder.is_dir()
     if not local and (target.startswith((".", "/", "~")) or target.count("/") > 1):

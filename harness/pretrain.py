@@ -70,6 +70,9 @@ class PretrainConfig:
     mask_schedule: str | None = None  # "linear": t ~ U(eps, 1), loss weighted 1/t (LLaDA's ELBO);
     # "cosine": t = cos(pi/2 u), plain mean over masked tokens (MaskGIT's image training, which dwells on
     # the high mask ratios where the prompt decides the picture); None = cosine on image tasks, else linear
+    grid: int = 0  # > 0 (image tasks): the last grid**2 positions are a grid x grid canvas with row/column
+    # embeddings and a 3x3 depthwise convolution before each layer (harness/grid_model.py); 0 = plain model
+    grid_positions: str = "rotary"  # grid model only: rotary | learned (harness/grid_model.py TinyGridConfig)
 
 
 def pretrain(task_name: str, *, steps: int | None = None, seed: int = 0,
@@ -315,7 +318,15 @@ def _build_module(cfg: PretrainConfig, vocab_size: int, pad_id: int, seed: int) 
     common = dict(vocab_size=vocab_size, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
                   num_attention_heads=cfg.heads, intermediate_size=cfg.ffn, max_position_embeddings=cfg.max_position,
                   pad_token_id=pad_id)
-    if cfg.arch == "roformer":
+    if cfg.grid and cfg.arch != "roformer":
+        raise ValueError(f"grid={cfg.grid} needs arch='roformer' (harness/grid_model.py extends RoFormer)")
+    if cfg.arch == "roformer" and cfg.grid:
+        from harness.grid_model import TinyGridConfig, TinyGridForMaskedLM
+
+        config = TinyGridConfig(grid_size=cfg.grid, positions=cfg.grid_positions, embedding_size=cfg.hidden, type_vocab_size=1,
+                                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **common)
+        cls = TinyGridForMaskedLM
+    elif cfg.arch == "roformer":
         config = transformers.RoFormerConfig(embedding_size=cfg.hidden, type_vocab_size=1, hidden_dropout_prob=0.0,
                                              attention_probs_dropout_prob=0.0, **common)
         cls = transformers.RoFormerForMaskedLM

@@ -16,13 +16,13 @@ from tasks.shapes import CODEBOOK_SIZE, GRID, codebook_tokens, grid_to_text
 
 @pytest.fixture(scope="module")
 def shapes_model(tmp_path_factory):
-    """A few pretraining steps: enough to have the files and ids, not a good model."""
+    """A few pretraining steps of the grid model shapes uses: enough to have the files and ids, not a good model."""
     from harness.models import load_hf
     from harness.pretrain import PretrainConfig, pretrain
 
     out = tmp_path_factory.mktemp("tiny-shapes")
     pretrain("shapes", steps=3, seconds=None, out=out, progress=False,
-             config=PretrainConfig(hidden=32, layers=1, heads=2, ffn=64, batch_size=4, warmup_steps=1))
+             config=PretrainConfig(hidden=32, layers=1, heads=2, ffn=64, batch_size=4, warmup_steps=1, grid=GRID))
     return out, load_hf(str(out))
 
 

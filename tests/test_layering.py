@@ -19,7 +19,7 @@ PACKAGES = ("harness", "tasks", "trainers", "leaderboards")
 HARNESS_LAYERS = {
     "base": ("harness", "harness.registry", "harness.seeds", "harness.environment", "harness.sandbox",
              "harness.sandbox_child"),
-    "models": ("harness.models", "harness.sampling", "harness.kv_cache", "harness.tokenizer", "harness.lora",
+    "models": ("harness.models", "harness.sampling", "harness.kv_cache", "harness.grid_model", "harness.tokenizer", "harness.lora",
                "harness.export"),
     "evaluation": ("harness.evaluation", "harness.results", "harness.pretrain", "harness.pictures",
                    "harness.distributed"),

@@ -125,10 +125,10 @@ def test_cosine_schedule_masks_mostly_high_ratios_and_averages_over_masked_token
 
 
 def test_a_task_sets_its_own_pretrain_fields_unless_the_caller_passes_a_config(tmp_path):
-    # shapes asks for lr 5e-4 (tasks/shapes.py: at 2e-3 its model ignored the prompt); a config passed in wins
+    # shapes asks for the grid model, lr 2e-3, batch 64 (tasks/shapes.py); a config passed in wins
     out = pretrain("shapes", steps=2, seconds=None, seed=0, progress=False, out=tmp_path / "s")
     info = json.loads((out / "pretrain.json").read_text())
-    assert info["config"]["lr"] == 5e-4 and info["mask_schedule"] == "cosine"
+    assert info["config"]["lr"] == 2e-3 and info["config"]["grid"] == 10 and info["mask_schedule"] == "cosine"
     cfg = PretrainConfig(hidden=32, layers=1, heads=2, ffn=64, lr=1e-3)
     out = pretrain("shapes", steps=2, seconds=None, seed=0, progress=False, out=tmp_path / "c", config=cfg)
     assert json.loads((out / "pretrain.json").read_text())["config"]["lr"] == 1e-3

@@ -87,6 +87,15 @@ def test_splits_share_no_prompt_and_cover_every_tag(splits):
     assert len(splits["test"]) == 6 * 32 and len(splits["train"]) == 6 * 1024
 
 
+def test_validation_holds_train_prompts_with_layouts_of_its_own(splits):
+    val = ShapesTask().load(split="validation")
+    assert len(val) == 6 * 32 and {e.reference["tag"] for e in val} == set(TAGS)
+    prompts = {split: {e.prompt for e in rows} for split, rows in {**splits, "validation": val}.items()}
+    assert prompts["validation"] <= prompts["train"] and not prompts["validation"] & prompts["test"]
+    train_layouts = {(e.prompt, e.solution) for e in splits["train"]}
+    assert sum((e.prompt, e.solution) in train_layouts for e in val) < len(val) // 4
+
+
 def test_generation_is_deterministic(splits):
     again = ShapesTask().load(split="test")
     assert [e.solution for e in again] == [e.solution for e in splits["test"]]

@@ -33,6 +33,7 @@ import torch
 import transformers
 from torch import nn
 from transformers.modeling_outputs import MaskedLMOutput
+from transformers.models.roformer.modeling_roformer import RoFormerSelfAttention
 
 MODEL_TYPE = "harness-tiny-grid"
 
@@ -41,16 +42,30 @@ class TinyGridConfig(transformers.RoFormerConfig):
     """RoFormer's config plus `grid_size` (the image is the last grid_size**2 positions of a sequence) and
     `positions`: "rotary" (RoFormer's rotary attention over the whole sequence, plus the cells' row/column
     embeddings) or "learned" (no rotary: cells have only their row/column embeddings, and a prompt token a
-    learned embedding of its distance to the image, so left padding changes nothing)."""
+    learned embedding of its distance to the image, so left padding changes nothing).
+    `position_input`: where those learned embeddings enter: "residual" (added after RoFormer's embedding
+    LayerNorm, at their initial scale of 0.02 against the normalised token embeddings' ~1: the first
+    design, kept so that models saved with it load unchanged) or "embedding" (added to the word embeddings
+    before that LayerNorm, as BERT adds its position embeddings, so position and token start on one scale).
+    `block`: "post_ln" (RoFormer's own layers: attention and MLP each followed by a LayerNorm) or "pre_ln"
+    (a LayerNorm before attention and MLP, residual stream left unnormalised, one LayerNorm before the
+    head: GPT-2's arrangement, the usual choice for small transformers trained at a high learning rate)."""
 
     model_type = MODEL_TYPE
 
-    def __init__(self, grid_size: int = 10, positions: str = "rotary", **kwargs):
+    def __init__(self, grid_size: int = 10, positions: str = "rotary", position_input: str = "residual",
+                 block: str = "post_ln", **kwargs):
         super().__init__(**kwargs)
         if positions not in ("rotary", "learned"):
             raise ValueError(f"positions={positions!r}; choose rotary or learned")
+        if position_input not in ("residual", "embedding"):
+            raise ValueError(f"position_input={position_input!r}; choose residual or embedding")
+        if block not in ("post_ln", "pre_ln"):
+            raise ValueError(f"block={block!r}; choose post_ln or pre_ln")
         self.grid_size = int(grid_size)
         self.positions = positions
+        self.position_input = position_input
+        self.block = block
 
 
 class GridConv(nn.Module):
@@ -69,6 +84,33 @@ class GridConv(nn.Module):
         return self.proj(x.reshape(B, H, N).transpose(1, 2))  # (B, N, H)
 
 
+class PreLNLayer(nn.Module):
+    """x += Attention(LayerNorm(x)); x += MLP(LayerNorm(x)). Multi-head self-attention with RoFormer's rotary
+    positions when a table is given; the keys of padded positions are masked."""
+
+    def __init__(self, hidden: int, heads: int, ffn: int, eps: float):
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"hidden={hidden} is not a multiple of heads={heads}")
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(hidden, eps=eps)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.norm2 = nn.LayerNorm(hidden, eps=eps)
+        self.fc1 = nn.Linear(hidden, ffn)
+        self.fc2 = nn.Linear(ffn, hidden)
+
+    def forward(self, h: torch.Tensor, keep: torch.Tensor, rotary: torch.Tensor | None) -> torch.Tensor:
+        """h (B, S, H); keep (B, 1, 1, S) bool, True for keys that may be attended to; rotary (1, 1, S, d) or None."""
+        B, S, H = h.shape
+        q, k, v = self.qkv(self.norm1(h)).view(B, S, 3, self.heads, H // self.heads).permute(2, 0, 3, 1, 4)
+        if rotary is not None:  # q, k: (B, heads, S, d)
+            q, k = RoFormerSelfAttention.apply_rotary_position_embeddings(rotary, q, k)
+        a = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep)  # (B, heads, S, d)
+        h = h + self.out(a.transpose(1, 2).reshape(B, S, H))
+        return h + self.fc2(nn.functional.gelu(self.fc1(self.norm2(h))))
+
+
 class TinyGridForMaskedLM(transformers.RoFormerForMaskedLM):
     """RoFormerForMaskedLM whose last grid_size**2 positions are a 2-D canvas (module docstring)."""
 
@@ -83,6 +125,12 @@ class TinyGridForMaskedLM(transformers.RoFormerForMaskedLM):
                                         for _ in range(config.num_hidden_layers))
         if config.positions == "learned":
             self.prompt_pos = nn.Embedding(config.max_position_embeddings, hidden)
+        if config.block == "pre_ln":  # own layers replace RoFormer's (which are then not built into the weights)
+            self.roformer.encoder.layer = nn.ModuleList()
+            self.pre_layers = nn.ModuleList(
+                PreLNLayer(hidden, config.num_attention_heads, config.intermediate_size, config.layer_norm_eps)
+                for _ in range(config.num_hidden_layers))
+            self.final_norm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         self.post_init()
 
     def _cell_positions(self, device) -> torch.Tensor:
@@ -93,32 +141,43 @@ class TinyGridForMaskedLM(transformers.RoFormerForMaskedLM):
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, return_dict=None, **_):
         """Logits (B, S, V) like RoFormerForMaskedLM's; keyword arguments other than these are ignored."""
-        model = self.roformer
+        model, config = self.roformer, self.config
         B, S = input_ids.shape
-        side = self.config.grid_size
+        side = config.grid_size
         n = side * side
         if attention_mask is None:
             attention_mask = torch.ones(B, S, dtype=torch.long, device=input_ids.device)
-        ext = model.get_extended_attention_mask(attention_mask, (B, S))  # (B, 1, 1, S) additive
-        h = model.embeddings(input_ids=input_ids)  # (B, S, H)
-        if hasattr(model, "embeddings_project"):
-            h = model.embeddings_project(h)
         grid = S >= n  # shorter: no image in this sequence
         P = S - n if grid else S  # prompt positions (with any left padding)
-        if self.config.positions == "learned":
+        # the learned positions: row + column on the cells, distance to the image on the prompt ("learned")
+        extra = torch.zeros(S, config.hidden_size, device=input_ids.device)  # (S, H)
+        if config.positions == "learned":
             # distance to the image: 0 for the last prompt token, whatever the padding on the left
-            dist = (P - 1 - torch.arange(P, device=h.device)).clamp(max=self.config.max_position_embeddings - 1)
-            h = torch.cat([h[:, :P] + self.prompt_pos(dist).to(h.dtype), h[:, P:]], dim=1)
-            pos = None  # no rotary attention
-        else:
-            pos = model.encoder.embed_positions((B, S), 0)[None, None, :, :]  # rotary table (1, 1, S, d)
+            dist = (P - 1 - torch.arange(P, device=input_ids.device)).clamp(max=config.max_position_embeddings - 1)
+            extra[:P] = self.prompt_pos(dist)
         if grid:
-            h = torch.cat([h[:, :S - n], h[:, S - n:] + self._cell_positions(h.device).to(h.dtype)], dim=1)
-        for layer, mix in zip(model.encoder.layer, self.grid_convs):
+            extra[S - n:] = self._cell_positions(input_ids.device)
+        if config.position_input == "embedding":  # before the embedding LayerNorm, as BERT's positions
+            h = model.embeddings(inputs_embeds=model.embeddings.word_embeddings(input_ids) + extra)  # (B, S, H)
+        else:  # after it (the first design)
+            h = model.embeddings(input_ids=input_ids)
+            h = h + extra.to(h.dtype)
+        if hasattr(model, "embeddings_project"):
+            h = model.embeddings_project(h)
+        pos = None if config.positions == "learned" else model.encoder.embed_positions((B, S), 0)[None, None, :, :]
+        if config.block == "pre_ln":
+            keep = attention_mask[:, None, None, :].bool()  # (B, 1, 1, S)
+            layers, run = self.pre_layers, (lambda layer, x: layer(x, keep, pos))
+        else:
+            ext = model.get_extended_attention_mask(attention_mask, (B, S))  # (B, 1, 1, S) additive
+            layers, run = model.encoder.layer, (lambda layer, x: layer(x, ext, pos)[0])
+        for layer, mix in zip(layers, self.grid_convs):
             if grid:
                 cells = h[:, S - n:]  # (B, n, H)
                 h = torch.cat([h[:, :S - n], cells + mix(cells, side).to(cells.dtype)], dim=1)
-            h = layer(h, ext, pos)[0]
+            h = run(layer, h)
+        if config.block == "pre_ln":
+            h = self.final_norm(h)
         logits = self.cls(h)  # (B, S, V)
         loss = None
         if labels is not None:

@@ -73,6 +73,8 @@ class PretrainConfig:
     grid: int = 0  # > 0 (image tasks): the last grid**2 positions are a grid x grid canvas with row/column
     # embeddings and a 3x3 depthwise convolution before each layer (harness/grid_model.py); 0 = plain model
     grid_positions: str = "rotary"  # grid model only: rotary | learned (harness/grid_model.py TinyGridConfig)
+    grid_position_input: str = "residual"  # grid model only: residual | embedding (TinyGridConfig)
+    grid_block: str = "post_ln"  # grid model only: post_ln (RoFormer's layers) | pre_ln (TinyGridConfig)
 
 
 def pretrain(task_name: str, *, steps: int | None = None, seed: int = 0,
@@ -323,7 +325,8 @@ def _build_module(cfg: PretrainConfig, vocab_size: int, pad_id: int, seed: int) 
     if cfg.arch == "roformer" and cfg.grid:
         from harness.grid_model import TinyGridConfig, TinyGridForMaskedLM
 
-        config = TinyGridConfig(grid_size=cfg.grid, positions=cfg.grid_positions, embedding_size=cfg.hidden, type_vocab_size=1,
+        config = TinyGridConfig(grid_size=cfg.grid, positions=cfg.grid_positions, position_input=cfg.grid_position_input,
+                                block=cfg.grid_block, embedding_size=cfg.hidden, type_vocab_size=1,
                                 hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **common)
         cls = TinyGridForMaskedLM
     elif cfg.arch == "roformer":

@@ -13,9 +13,26 @@ SIDE = 5  # a 5x5 canvas: 25 cells (more than the dozen tokens of the padding pr
 SMALL = dict(hidden=32, layers=2, heads=2, ffn=64)
 
 
-def small_grid_model(seed: int = 0, positions: str = "rotary") -> TinyGridForMaskedLM:
-    cfg = PretrainConfig(grid=SIDE, grid_positions=positions, **SMALL)
+def small_grid_model(seed: int = 0, positions: str = "rotary", **grid) -> TinyGridForMaskedLM:
+    cfg = PretrainConfig(grid=SIDE, grid_positions=positions, **grid, **SMALL)
     return _build_module(cfg, vocab_size=40, pad_id=0, seed=seed).eval()
+
+
+# every arrangement of the grid model: RoFormer's post-LN layers or the pre-LN ones, positions added after
+# or before the embedding LayerNorm
+VARIANTS = [dict(positions=p, grid_block=b, grid_position_input=i)
+            for p in ("rotary", "learned") for b in ("post_ln", "pre_ln") for i in ("residual", "embedding")]
+
+
+def _zero_attention(model: TinyGridForMaskedLM) -> None:
+    with torch.no_grad():
+        if model.config.block == "pre_ln":
+            outs = [layer.out for layer in model.pre_layers]
+        else:
+            outs = [layer.attention.output.dense for layer in model.roformer.encoder.layer]
+        for lin in outs:
+            lin.weight.zero_()
+            lin.bias.zero_()
 
 
 def test_text_tasks_keep_the_plain_roformer_with_the_same_weights():
@@ -58,16 +75,13 @@ def test_the_grid_changes_only_the_image_cells_before_the_first_layer():
     assert not torch.allclose(cells[0], cells[SIDE + 1])
 
 
-@pytest.mark.parametrize("positions", ["rotary", "learned"])
-def test_the_convolution_sees_the_cell_below_not_the_one_after_a_row_end(positions):
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(v.values()))
+def test_the_convolution_sees_the_cell_below_not_the_one_after_a_row_end(variant):
     # with attention switched off (zero output weights), a cell's logits depend on the grid only
-    model = small_grid_model(positions=positions)
-    with torch.no_grad():
-        for layer in model.roformer.encoder.layer:
-            layer.attention.output.dense.weight.zero_()
-            layer.attention.output.dense.bias.zero_()
+    model = small_grid_model(**variant)
+    _zero_attention(model)
     P = 3
-    ids = torch.randint(1, 40, (1, P + SIDE * SIDE))
+    ids = torch.randint(1, 39, (1, P + SIDE * SIDE))  # +1 below stays in the vocabulary
     with torch.no_grad():
         base = model(input_ids=ids).logits
         below, wrap = ids.clone(), ids.clone()
@@ -88,19 +102,24 @@ def test_a_sequence_shorter_than_the_grid_is_plain_roformer():
         assert torch.allclose(model(input_ids=ids).logits, plain(input_ids=ids).logits, atol=1e-5)
 
 
-@pytest.mark.parametrize("positions", ["rotary", "learned"])
-def test_saves_and_loads_through_the_hf_path_with_left_padding_intact(tmp_path, positions):
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(v.values()))
+def test_saves_and_loads_through_the_hf_path_with_left_padding_intact(tmp_path, variant):
     from harness.models import load_hf, padding_error
     from harness.tokenizer import build_tokenizer
 
     tok = build_tokenizer(["a photo of a red square", "<img0><img1>"], multi=[f"<img{k}>" for k in range(3)])
-    module = _build_module(PretrainConfig(grid=SIDE, grid_positions=positions, **SMALL), vocab_size=len(tok),
-                           pad_id=tok.pad_token_id, seed=1)
+    positions = variant["positions"]
+    module = _build_module(PretrainConfig(grid=SIDE, grid_positions=positions, grid_block=variant["grid_block"],
+                                          grid_position_input=variant["grid_position_input"], **SMALL),
+                           vocab_size=len(tok), pad_id=tok.pad_token_id, seed=1)
     module.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     model = load_hf(str(tmp_path))
     assert type(model.module) is TinyGridForMaskedLM and isinstance(model.module.config, TinyGridConfig)
     assert model.module.config.grid_size == SIDE and model.module.config.positions == positions
+    assert model.module.config.block == variant["grid_block"]
+    assert model.module.config.position_input == variant["grid_position_input"]
+    assert module.state_dict().keys() == model.module.state_dict().keys()
     for a, b in zip(module.state_dict().values(), model.module.state_dict().values()):
         assert torch.equal(a, b)
     # a prompt left-padded inside a batch keeps its logits, cells included
@@ -139,3 +158,52 @@ def test_learned_positions_tell_prompt_tokens_apart_by_their_distance_to_the_ima
     assert not torch.allclose(a, b)
     with pytest.raises(ValueError, match="rotary or learned"):
         TinyGridConfig(positions="absolute")
+
+
+def test_embedding_position_input_normalises_token_and_position_together():
+    # position_input="embedding": a cell's input to the first layer is LayerNorm(word + row + column), as
+    # BERT adds its positions before the embedding LayerNorm ("residual" adds them after it)
+    model = small_grid_model(grid_position_input="embedding")
+    seen = {}
+    model.roformer.embeddings.register_forward_hook(lambda m, a, out: seen.__setitem__("emb", out))
+    P, r, c = 3, 2, 4
+    ids = torch.full((1, P + SIDE * SIDE), 7)
+    with torch.no_grad():
+        model(input_ids=ids)
+        emb = model.roformer.embeddings
+        raw = emb.word_embeddings.weight[7] + emb.token_type_embeddings.weight[0] \
+            + model.grid_row.weight[r] + model.grid_col.weight[c]
+        mu, var = raw.mean(), raw.var(unbiased=False)
+        want = (raw - mu) / torch.sqrt(var + emb.LayerNorm.eps) * emb.LayerNorm.weight + emb.LayerNorm.bias
+    assert torch.allclose(seen["emb"][0, P + r * SIDE + c], want, atol=1e-5)
+    # the prompt (rotary positions) gets the plain normalised token embedding
+    raw_p = emb.word_embeddings.weight[7] + emb.token_type_embeddings.weight[0]
+    want_p = (raw_p - raw_p.mean()) / torch.sqrt(raw_p.var(unbiased=False) + emb.LayerNorm.eps)
+    assert torch.allclose(seen["emb"][0, 0], want_p * emb.LayerNorm.weight + emb.LayerNorm.bias, atol=1e-5)
+
+
+def test_pre_ln_layers_add_to_an_unnormalised_residual_stream():
+    # pre-LN: with attention and MLP outputs zeroed every layer is the identity on the cells' stream, so the
+    # logits are the head applied to LayerNorm(embedding + the convolutions' additions)
+    model = small_grid_model(grid_block="pre_ln")
+    assert len(model.roformer.encoder.layer) == 0 and len(model.pre_layers) == SMALL["layers"]
+    _zero_attention(model)
+    with torch.no_grad():
+        for layer in model.pre_layers:
+            layer.fc2.weight.zero_()
+            layer.fc2.bias.zero_()
+    P = 2
+    ids = torch.randint(1, 40, (1, P + SIDE * SIDE))
+    with torch.no_grad():
+        h = model.roformer.embeddings(input_ids=ids)[0]
+        h = torch.cat([h[:P], h[P:] + model._cell_positions(h.device)])
+        for mix in model.grid_convs:
+            h = torch.cat([h[:P], h[P:] + mix(h[None, P:], SIDE)[0]])
+        want = model.cls(torch.nn.functional.layer_norm(h, (h.shape[-1],), model.final_norm.weight,
+                                                        model.final_norm.bias, model.final_norm.eps))
+        got = model(input_ids=ids).logits[0]
+    assert torch.allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match="post_ln or pre_ln"):
+        TinyGridConfig(block="sandwich")
+    with pytest.raises(ValueError, match="residual or embedding"):
+        TinyGridConfig(position_input="rope")

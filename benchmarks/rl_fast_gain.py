@@ -63,6 +63,7 @@ def run_one(args, seed: int, variant: str, sets: list[str], out: Path) -> dict:
             "train_nfe": s["train"].get("train_nfe"), "rollouts_generated": s["train"].get("rollouts_generated"),
             "base": s["base"][primary], "final": s["final"][primary], "gain": round(s["gain"], 4),
             "gain_ci95": s["gain_ci95"], "n": s["n"], "wall_s": round(wall, 1),
+            "torch_threads": s.get("hardware", {}).get("torch_threads"),
             "load_before": round(load0, 2), "load_after": round(os.getloadavg()[0], 2), "out": str(out)}
 
 
@@ -77,13 +78,27 @@ def main() -> None:
                    help="the fast variant's --set overrides, comma-separated")
     p.add_argument("--out", help="folder for the run folders (default: a temporary folder)")
     p.add_argument("--json", help="where to write the JSON (default benchmarks/results/rl_fast_gain_<task>.json)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in --json (same task, method and fast settings) and run only the "
+                        "missing seed/variant pairs; the summary covers all of them")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     base_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="rl_fast_gain_"))
     variants = {"today": [], "fast": [kv for kv in args.fast.split(",") if kv]}
+    path = Path(args.json) if args.json else ROOT / "benchmarks" / "results" / f"rl_fast_gain_{args.task}.json"
     runs = []
+    if args.resume and path.exists():
+        old = json.loads(path.read_text())
+        same = old.get("summary", {})
+        if (same.get("task"), same.get("method"), same.get("fast_set")) != (args.task, args.method, variants["fast"]):
+            raise SystemExit(f"--resume: {path} holds another benchmark ({same.get('task')}, {same.get('method')}, "
+                             f"{same.get('fast_set')}); pass another --json")
+        runs = [r for r in old["runs"] if r["seed"] in seeds]
+    done = {(r["seed"], r["variant"]) for r in runs}
     for seed in seeds:  # the two variants of a seed back to back, so a load change hits both alike
         for name, sets in variants.items():
+            if (seed, name) in done:
+                continue
             r = run_one(args, seed, name, sets, base_dir / f"{args.task}__{args.method}__{name}__seed{seed}")
             runs.append(r)
             print(json.dumps(r), file=sys.stderr, flush=True)
@@ -91,6 +106,7 @@ def main() -> None:
     def of(name, key):
         return [r[key] for r in runs if r["variant"] == name]
 
+    runs.sort(key=lambda r: (seeds.index(r["seed"]), list(variants).index(r["variant"])))
     diffs = [f - t for f, t in zip(of("fast", "gain"), of("today", "gain"))]
     mean_d, lo_d, hi_d = t_interval(diffs)
     summary = {"task": args.task, "method": args.method, "seeds": seeds, "fast_set": variants["fast"],
@@ -99,8 +115,9 @@ def main() -> None:
                "step_s_today": sum(of("today", "step_s")) / len(seeds),
                "step_s_fast": sum(of("fast", "step_s")) / len(seeds)}
     summary["speedup_per_step"] = round(summary["step_s_today"] / summary["step_s_fast"], 3)
+    summary["speedup_per_step_by_seed"] = {s: round(t / f, 3) for s, t, f in zip(seeds, of("today", "step_s"),
+                                                                                   of("fast", "step_s"))}
     out = {"summary": summary, "runs": runs, "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
-    path = Path(args.json) if args.json else ROOT / "benchmarks" / "results" / f"rl_fast_gain_{args.task}.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
 
     print("| seed | rollouts | s/step | base | final | gain [95% CI] |\n|---|---|---|---|---|---|")

@@ -329,7 +329,13 @@ def cmd_pretrain(args) -> int:
     if not task.embedded:
         raise ValueError(f"pretrain builds the embedded model for embedded tasks only "
                          f"({', '.join(n for n in _embedded_names())}), not {args.task!r}")
-    if models.is_pretrained(args.task) and not args.force:
+    from harness.pretrain import stale_reason
+
+    stale = models.is_pretrained(args.task) and stale_reason(task)
+    if stale and not args.force:
+        print(f"the cached tiny model for {args.task!r} was pretrained with other settings ({stale}); "
+              "pretraining it anew", file=sys.stderr)
+    if models.is_pretrained(args.task) and not stale and not args.force:
         print(f"tiny model for {args.task!r} already cached at {models.tiny_model_path(args.task)} "
               "(--force to retrain)", file=sys.stderr)
         path = models.tiny_model_path(args.task)

@@ -380,8 +380,31 @@ def _bar(enabled: bool, steps: int, task_name: str):
     return tqdm(total=steps, desc=f"pretrain tiny-{task_name}", unit="step")
 
 
+def stale_reason(task) -> str | None:
+    """Why the cached tiny model of `task` is not what `pretrain(task)` builds now, or None.
+
+    Compares the cached folder's pretrain.json with the task's current step count and PretrainConfig
+    (a field that a cached file lacks did not exist when it was made, and its default is the behaviour
+    that model has). None when nothing is cached or the folder has no pretrain.json (not ours to judge).
+    The seed is not compared: `harness pretrain --seed` is the user's choice."""
+    from harness.models import tiny_model_path
+
+    info_file = tiny_model_path(task.name) / "pretrain.json"
+    if not info_file.is_file():
+        return None
+    info = json.loads(info_file.read_text())
+    have, defaults = info.get("config", {}), asdict(PretrainConfig())
+    want = asdict(PretrainConfig(**task.pretrain_config))
+    same = lambda a, b: json.loads(json.dumps(a)) == json.loads(json.dumps(b))  # tuples and lists alike
+    diffs = [f"{k} {have.get(k, defaults[k])!r} -> {v!r}" for k, v in want.items() if not same(have.get(k, defaults[k]), v)]
+    if info.get("steps") != task.pretrain_steps:
+        diffs.insert(0, f"steps {info.get('steps')} -> {task.pretrain_steps}")
+    return "; ".join(diffs) or None
+
+
 def load_model_for(task, spec: str, device: str = "auto", dtype: str = "auto"):
-    """`load_model`, pretraining the embedded model first when `tiny` is asked and nothing is cached."""
+    """`load_model`, pretraining the embedded model first when `tiny` is asked and nothing is cached, or
+    when the cached model was built with other settings than the task's current ones (`stale_reason`)."""
     import sys
 
     from harness import models
@@ -392,6 +415,10 @@ def load_model_for(task, spec: str, device: str = "auto", dtype: str = "auto"):
                              "pass --model hf:<local folder> or --model gold")
         print(f"no cached tiny model for {task.name!r}; pretraining it first (harness pretrain --task "
               f"{task.name}) ...", file=sys.stderr)
+        pretrain(task.name)
+    elif spec == "tiny" and (why := stale_reason(task)):
+        print(f"the cached tiny model for {task.name!r} was pretrained with other settings ({why}); "
+              f"pretraining it anew (harness pretrain --task {task.name}) ...", file=sys.stderr)
         pretrain(task.name)
     return models.load_model(spec, task=task.name, device=resolve_device(device), dtype=dtype)
 

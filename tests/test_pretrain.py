@@ -152,3 +152,40 @@ def test_two_processes_pretrain_bitwise_the_same_weights(tmp_path):
         info = json.loads((tmp_path / name / "pretrain.json").read_text())
         assert info["steps"] == 12 and info["torch_threads"] >= 1
     assert digests[0] == digests[1]
+
+
+def test_a_cached_model_made_with_other_settings_is_pretrained_anew(tmp_path, monkeypatch):
+    # the cache is keyed by task name only, so a changed recipe (a task's pretrain_config or step count)
+    # must be noticed from the cached pretrain.json, not silently served
+    import json
+    from dataclasses import asdict
+
+    from harness import models
+    from harness import pretrain as pt
+    from tasks import get_task
+
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path))
+    task = get_task("shapes")
+    folder = models.tiny_model_path("shapes")
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "tokenizer.json").write_text("{}")
+    current = asdict(pt.PretrainConfig(**task.pretrain_config))
+    info = {"steps": task.pretrain_steps, "config": current}
+    (folder / "pretrain.json").write_text(json.dumps(info))
+    assert pt.stale_reason(task) is None
+    # a file written before a field existed: the field's default is what that model has
+    old = {k: v for k, v in current.items() if k != "grid_block"}
+    (folder / "pretrain.json").write_text(json.dumps({**info, "config": old}))
+    assert pt.stale_reason(task) is None if current["grid_block"] == "post_ln" else "grid_block" in pt.stale_reason(task)
+    (folder / "pretrain.json").write_text(json.dumps({"steps": 7, "config": {**current, "lr": 0.5}}))
+    why = pt.stale_reason(task)
+    assert why.startswith(f"steps 7 -> {task.pretrain_steps}") and f"lr 0.5 -> {current['lr']!r}" in why
+    calls = []
+    monkeypatch.setattr(pt, "pretrain", lambda name, **kw: calls.append(name))
+    monkeypatch.setattr(models, "load_model", lambda spec, task=None, **kw: (spec, task))
+    assert pt.load_model_for(task, "tiny", device="cpu") == ("tiny", "shapes") and calls == ["shapes"]
+    (folder / "pretrain.json").write_text(json.dumps(info))
+    calls.clear()
+    pt.load_model_for(task, "tiny", device="cpu")
+    assert calls == []

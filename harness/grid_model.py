@@ -29,6 +29,8 @@ masks, attention outputs.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import transformers
 from torch import nn
@@ -106,7 +108,11 @@ class PreLNLayer(nn.Module):
         q, k, v = self.qkv(self.norm1(h)).view(B, S, 3, self.heads, H // self.heads).permute(2, 0, 3, 1, 4)
         if rotary is not None:  # q, k: (B, heads, S, d)
             q, k = RoFormerSelfAttention.apply_rotary_position_embeddings(rotary, q, k)
-        a = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep)  # (B, heads, S, d)
+        # written out rather than scaled_dot_product_attention: on CPU under bf16 autocast a training step
+        # took 0.67 s with it and 0.45 s with this (batch 64 x 112 tokens, one thread)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (B, heads, S, S)
+        scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+        a = scores.softmax(-1) @ v  # (B, heads, S, d)
         h = h + self.out(a.transpose(1, 2).reshape(B, S, H))
         return h + self.fc2(nn.functional.gelu(self.fc1(self.norm2(h))))
 

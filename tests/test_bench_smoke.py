@@ -30,3 +30,34 @@ def test_rl_fast_gain_interval_is_students_t_over_seeds():
     mean, lo, hi = t_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and abs(lo - (2 - 2.4843)) < 1e-3 and abs(hi - (2 + 2.4843)) < 1e-3
     assert t_interval([0.5]) == (0.5, 0.5, 0.5)  # one seed: no interval
+
+
+def test_rl_fast_gain_resume_runs_only_the_missing_pairs(tmp_path, monkeypatch, capsys):
+    mod = load("rl_fast_gain")
+    calls = []
+
+    def fake_run(args, seed, variant, sets, out):
+        calls.append((seed, variant))
+        return {"seed": seed, "variant": variant, "set": sets, "step_s": 2.0 if variant == "fast" else 4.0,
+                "base": 0.1, "final": 0.1, "gain": 0.01 * seed, "gain_ci95": [0.0, 0.0]}
+
+    monkeypatch.setattr(mod, "run_one", fake_run)
+    path = tmp_path / "gain.json"
+    fast = ["rollout_threshold=0.9", "rollout_cache=dual"]
+    seed0 = [{"seed": 0, "variant": v, "set": [], "step_s": 8.0 if v == "today" else 2.0, "base": 0.1, "final": 0.1,
+              "gain": 0.02, "gain_ci95": [0.0, 0.0]} for v in ("today", "fast")]
+    path.write_text(json.dumps({"summary": {"task": "arith", "method": "maskgrpo", "fast_set": fast}, "runs": seed0}))
+    monkeypatch.setattr("sys.argv", ["rl_fast_gain.py", "--seeds", "0,1", "--resume", "--json", str(path),
+                                     "--out", str(tmp_path / "runs")])
+    mod.main()
+    assert calls == [(1, "today"), (1, "fast")]  # seed 0 kept from the file
+    doc = json.loads(path.read_text())
+    assert [(r["seed"], r["variant"]) for r in doc["runs"]] == [(0, "today"), (0, "fast"), (1, "today"), (1, "fast")]
+    assert doc["summary"]["speedup_per_step_by_seed"] == {"0": 4.0, "1": 2.0}
+    assert doc["summary"]["speedup_per_step"] == 3.0  # mean today (8 + 4) / 2 = 6 over mean fast (2 + 2) / 2 = 2
+    # a file of another benchmark is never mixed in
+    path.write_text(json.dumps({"summary": {"task": "arith", "method": "wd1", "fast_set": fast}, "runs": seed0}))
+    import pytest
+
+    with pytest.raises(SystemExit, match="another benchmark"):
+        mod.main()

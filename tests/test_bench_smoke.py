@@ -61,3 +61,16 @@ def test_rl_fast_gain_resume_runs_only_the_missing_pairs(tmp_path, monkeypatch, 
 
     with pytest.raises(SystemExit, match="another benchmark"):
         mod.main()
+
+
+def test_shapes_variants_pretrains_and_scores_on_validation_only(tmp_path, capsys):
+    rows = load("shapes_variants").main(["--variant", 'tiny={"hidden": 16, "layers": 1, "heads": 2, "ffn": 32}',
+                                         "--steps", "2", "--seeds", "0", "--cfg-scales", "0,1", "--limit", "6",
+                                         "--out", str(tmp_path)])
+    assert [(r["variant"], r["cfg_scale"], r["steps"]) for r in rows] == [("tiny", 0.0, 2), ("tiny", 1.0, 2)]
+    assert json.loads((tmp_path / "results.json").read_text()) == rows
+    for w in ("0", "1"):
+        summary = json.loads((tmp_path / "evals" / f"tiny_cfg{w}_s0" / "summary.json").read_text())
+        assert summary["config"]["split"] == "validation" and summary["n"] == 6
+        assert summary["decode"]["cfg_scale"] == float(w)
+    assert "| tiny | 1 |" in capsys.readouterr().out

@@ -416,7 +416,7 @@ def load_model_for(task, spec: str, device: str = "auto", dtype: str = "auto"):
         print(f"no cached tiny model for {task.name!r}; pretraining it first (harness pretrain --task "
               f"{task.name}) ...", file=sys.stderr)
         pretrain(task.name)
-    elif spec == "tiny" and (why := stale_reason(task)):
+    elif spec == "tiny" and task.embedded and (why := stale_reason(task)):
         print(f"the cached tiny model for {task.name!r} was pretrained with other settings ({why}); "
               f"pretraining it anew (harness pretrain --task {task.name}) ...", file=sys.stderr)
         pretrain(task.name)

@@ -41,24 +41,35 @@ def check_out_dir(path: str | os.PathLike, *, protect: tuple[str, ...] = ("summa
     if existing and not overwrite:
         raise ResultError(f"{flag} {path} already holds {', '.join(existing)} from another run; pass another "
                           f"{flag} or --overwrite to replace it")
-    created: list[Path] = []
-    try:
-        missing = [d for d in (path, *path.parents) if not d.exists()]
-        for d in reversed(missing):
-            d.mkdir()
-            created.append(d)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ResultError(f"cannot write to {flag} {path} ({e.strerror or type(e).__name__}); pass a folder "
-                          "you can write to") from None
-    finally:
-        for d in reversed(created):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
+    # Several processes may probe the same folder at once (the ranks of `torchrun`): a folder another one
+    # created first is fine, and one that another removed again between our mkdir and our probe is retried.
+    for attempt in range(3):
+        created: list[Path] = []
+        try:
+            missing = [d for d in (path, *path.parents) if not d.exists()]
+            for d in reversed(missing):
+                try:
+                    d.mkdir()
+                except FileExistsError:
+                    continue
+                created.append(d)
+            fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe.")
+            os.close(fd)
+            os.unlink(probe)
+            break
+        except FileNotFoundError as e:
+            if attempt == 2:
+                raise ResultError(f"cannot write to {flag} {path} ({e.strerror or type(e).__name__}); pass a "
+                                  "folder you can write to") from None
+        except OSError as e:
+            raise ResultError(f"cannot write to {flag} {path} ({e.strerror or type(e).__name__}); pass a folder "
+                              "you can write to") from None
+        finally:
+            for d in reversed(created):
+                try:
+                    d.rmdir()
+                except OSError:
+                    pass
     return path
 
 

@@ -475,3 +475,30 @@ def test_a_broken_data_test_is_not_blamed_on_the_program(bad, tmp_path, capsys):
     err = one_line_error(["score", "--task", "mbpp", "--predictions", pred, "--data", only_bad, "--out", out], capsys)
     assert "no prediction could be scored" in err and "bad_test" in err
     assert (out / "samples.jsonl").exists()  # written before the error: nothing is lost
+
+
+def test_two_processes_probing_one_new_out_folder_at_once_both_pass(tmp_path):
+    # the ranks of torchrun check --out together: one's mkdir may find the folder already made by the other,
+    # and one's clean-up may remove it under the other's probe (CI saw "File exists" once)
+    import threading
+
+    from harness.results import check_out_dir
+
+    for i in range(30):
+        target = tmp_path / f"r{i}" / "run"
+        errors: list[Exception] = []
+        barrier = threading.Barrier(2)
+
+        def probe():
+            barrier.wait()
+            try:
+                check_out_dir(target)
+            except Exception as e:  # noqa: BLE001 - collected for the assertion
+                errors.append(e)
+
+        threads = [threading.Thread(target=probe) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []

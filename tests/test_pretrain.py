@@ -177,7 +177,8 @@ def test_a_cached_model_made_with_other_settings_is_pretrained_anew(tmp_path, mo
     # a file written before a field existed: the field's default is what that model has
     old = {k: v for k, v in current.items() if k != "grid_block"}
     (folder / "pretrain.json").write_text(json.dumps({**info, "config": old}))
-    assert pt.stale_reason(task) is None if current["grid_block"] == "post_ln" else "grid_block" in pt.stale_reason(task)
+    assert current["grid_block"] == "pre_ln"  # shapes ships pre-LN; an old file means post-LN, so it is stale
+    assert "grid_block 'post_ln' -> 'pre_ln'" in pt.stale_reason(task)
     (folder / "pretrain.json").write_text(json.dumps({"steps": 7, "config": {**current, "lr": 0.5}}))
     why = pt.stale_reason(task)
     assert why.startswith(f"steps 7 -> {task.pretrain_steps}") and f"lr 0.5 -> {current['lr']!r}" in why

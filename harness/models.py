@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -53,6 +54,18 @@ import torch
 
 from harness.environment import harness_home
 from harness.seeds import derive_seed
+
+
+class _DropGenerateNotice(logging.Filter):
+    """Drops transformers' four-line notice that a class defining `prepare_inputs_for_generation` without
+    `GenerationMixin` will lose `.generate()` (RoFormerForMaskedLM, so the tiny models, print it at every
+    load). The harness never calls `.generate()`: its samplers call the forward. Every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "directly inherit from `GenerationMixin`" not in record.getMessage()
+
+
+logging.getLogger("transformers.modeling_utils").addFilter(_DropGenerateNotice())
 
 
 class ModelError(RuntimeError):

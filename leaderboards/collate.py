@@ -21,8 +21,10 @@ spread between seeds (`ci_kind` = "seeds_t"). With one seed there is no spread t
 shows that run's own paired-bootstrap `gain_ci95` over test problems (`ci_kind` = "bootstrap_1seed");
 the two are not the same quantity and the column says which one a row has.
 `gain_vs_diffu_grpo` = the row's mean gain / diffu-grpo's mean gain for the same (task, model, recipe,
-rollout budget); empty
-where diffu-grpo has no row or its gain is 0.
+rollout budget), both taken over the seeds the two rows share (a row with seeds 0,1,2 against a diffu-grpo
+row with seeds 0,1 is compared on seeds 0 and 1 only: seeds draw the same base evaluation and prompt
+order, so a ratio over different seed sets would mix seed luck into it); `ratio_seeds` names those seeds.
+Empty where diffu-grpo has no row, the two share no seed, or diffu-grpo's gain over them is 0.
 
 Failures. A summary that cannot be read (corrupt JSON, wrong schema_version, a field the leaderboard
 shows is missing or not a finite number) or a second run of the same (task, model, method, seed) is
@@ -68,7 +70,8 @@ BASE_ONLY = "none"
 COLUMNS: dict[str, str] = {
     "model": "text", "recipe": "text", "method": "text", "metric": "text", "n_seeds": "count", "seeds": "text",
     "base_score": "score", "final_score": "score", "gain": "score", "gain_ci_lo": "score",
-    "gain_ci_hi": "score", "ci_kind": "text", "gain_vs_diffu_grpo": "score", "rollout_budget": "count",
+    "gain_ci_hi": "score", "ci_kind": "text", "gain_vs_diffu_grpo": "score", "ratio_seeds": "text",
+    "rollout_budget": "count",
     "train_nfe": "count", "eval_nfe": "count", "wall_time_s": "time", "n_problems": "text",
     "gen_length": "text", "runs": "text",
 }
@@ -240,7 +243,8 @@ def _row(group: pd.DataFrame) -> dict:
         lo, hi, ci_kind = float(group["ci_lo"].iloc[0]), float(group["ci_hi"].iloc[0]), "bootstrap_1seed"
     return row | {"final_score": group["final"].mean(), "gain": mean, "gain_ci_lo": lo, "gain_ci_hi": hi,
                   "ci_kind": ci_kind, "rollout_budget": group["rollout_budget"].mean(),
-                  "train_nfe": group["train_nfe"].mean()}
+                  "train_nfe": group["train_nfe"].mean(),
+                  "_seed_gains": {int(s): float(g) for s, g in zip(group["seed"], gains) if pd.notna(s)}}
 
 
 def task_table(records: pd.DataFrame) -> pd.DataFrame:
@@ -250,12 +254,23 @@ def task_table(records: pd.DataFrame) -> pd.DataFrame:
     records = records.assign(_budget=records["rollout_budget"].fillna(-1) if "rollout_budget" in records else -1)
     records = records.assign(recipe=records["recipe"].fillna("") if "recipe" in records else "")
     rows = [_row(g) for _, g in records.groupby(["model", "recipe", "method", "_budget"], sort=True)]
+    seed_gains = pd.Series([r.get("_seed_gains") for r in rows], dtype=object)
     table = pd.DataFrame(rows).reindex(columns=list(COLUMNS))
+    table["ratio_seeds"] = table["ratio_seeds"].astype(object)
     for idx in table.groupby(["model", "recipe", table["rollout_budget"].fillna(-1)]).groups.values():
-        sub = table.loc[idx]
-        ref = sub.loc[sub["method"] == BASELINE_METHOD, "gain"]
-        if len(ref) == 1 and pd.notna(ref.iloc[0]) and ref.iloc[0] != 0:
-            table.loc[idx, "gain_vs_diffu_grpo"] = table.loc[idx, "gain"] / ref.iloc[0]
+        ref = [i for i in idx if table.loc[i, "method"] == BASELINE_METHOD and seed_gains[i]]
+        if len(ref) != 1:
+            continue
+        base = seed_gains[ref[0]]
+        for i in idx:
+            mine = seed_gains[i]
+            common = sorted(set(mine or {}) & set(base))
+            if not common:
+                continue
+            ref_gain = sum(base[s] for s in common) / len(common)
+            if ref_gain != 0:
+                table.loc[i, "gain_vs_diffu_grpo"] = sum(mine[s] for s in common) / len(common) / ref_gain
+                table.loc[i, "ratio_seeds"] = ";".join(str(s) for s in common)
     # base-only rows first, then by gain (best first), then by name; ties are broken by the name
     table["_base"] = table["method"] != BASE_ONLY
     table["_neg_gain"] = -table["gain"].astype(float)
@@ -293,7 +308,7 @@ def _md_cell(text: str) -> str:
 
 MD_COLUMNS = (("model", "model"), ("recipe", "recipe"), ("method", "method"), ("metric", "metric"), ("n_seeds", "seeds"),
               ("base_score", "base"), ("final_score", "final"), ("gain", "gain"), ("_ci", "gain 95% CI"),
-              ("ci_kind", "CI kind"), ("gain_vs_diffu_grpo", "gain ÷ diffu-GRPO"),
+              ("ci_kind", "CI kind"), ("gain_vs_diffu_grpo", "gain ÷ diffu-GRPO"), ("ratio_seeds", "÷ on seeds"),
               ("rollout_budget", "rollout budget"), ("train_nfe", "train NFE"), ("eval_nfe", "eval NFE"),
               ("wall_time_s", "wall time (s)"), ("n_problems", "test problems"),
               ("gen_length", "gen. length"))
@@ -311,7 +326,8 @@ def render_markdown(task: str, cells: pd.DataFrame, plot: str | None,
     lines += ["", "Scores are the primary metric, a mean over seeds; gain = final - base. CI kind `seeds_t`: "
               "mean of per-seed gains ± Student t (n-1 df) 95% interval over seeds; `bootstrap_1seed`: one "
               "seed, so the run's own paired-bootstrap 95% interval over test problems. Gain ÷ diffu-GRPO: "
-              "this row's mean gain over diffu-grpo's for the same model and rollout budget. Rollout budget = the most completions "
+              "this row's mean gain over diffu-grpo's for the same model and rollout budget, both over the seeds the "
+              "two rows share (÷ on seeds). Rollout budget = the most completions "
               "training may generate (steps x prompts x oversample x G; dynamic sampling may decode fewer). "
               "Method `none`: the model evaluated without RL.",
               "", f"Machine-readable copy, with the run ids of every row: [{_slug(task)}.csv]({_slug(task)}.csv)."]

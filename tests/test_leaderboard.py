@@ -122,7 +122,7 @@ def test_markdown_shows_the_same_numbers_and_links_the_plot(built):
     out, _ = built
     md = (out / "gsm8k.md").read_text(encoding="utf-8")
     assert ("| tiny | equal | maskgrpo | accuracy | 3 | 0.5000 | 0.7100 | 0.2100 | [0.1670, 0.2530] | seeds_t | 2.1000 "
-            "| 600 | 1100 | 256 | 12.0 | 50 | 64 |") in md
+            "| 0;1;2 | 600 | 1100 | 256 | 12.0 | 50 | 64 |") in md
     assert "| tiny | equal | diffu-grpo | accuracy | 3 | 0.5000 | 0.6000 | 0.1000 | [-0.0242, 0.2242] |" in md
     assert "![gsm8k: training curves](gsm8k.png)" in md
     assert "published.md" in md and "84.7" not in md  # published numbers never enter measured tables
@@ -238,6 +238,29 @@ def test_gain_ratio_is_empty_when_diffu_grpo_gain_is_zero(tmp_path):
     # gains 0 0 0: mean 0, sd 0 -> CI [0, 0]; no ratio for anyone
     assert (table["diffu-grpo"]["gain_ci_lo"], table["diffu-grpo"]["gain_ci_hi"]) == ("0.0000", "0.0000")
     assert table["diffu-grpo"]["gain_vs_diffu_grpo"] == table["maskgrpo"]["gain_vs_diffu_grpo"] == ""
+
+
+def test_gain_ratio_is_taken_over_the_seeds_both_rows_share(tmp_path):
+    results = _copy_results(tmp_path)
+    shutil.rmtree(results / "gsm8k-tiny-diffu-grpo-s2")
+    build_leaderboards(results, tmp_path / "out")
+    table = rows(tmp_path / "out" / "gsm8k.csv")
+    # diffu-grpo now has seeds 0, 1 (gains .05, .10: mean .075). maskgrpo keeps its 3-seed mean .21 in the
+    # gain column, but its ratio uses seeds 0 and 1 only: (.20 + .20) / 2 / .075 = 2.6667 (not .21 / .075 = 2.8)
+    assert table["maskgrpo"]["gain"] == "0.2100"
+    assert (table["maskgrpo"]["gain_vs_diffu_grpo"], table["maskgrpo"]["ratio_seeds"]) == ("2.6667", "0;1")
+    assert (table["diffu-grpo"]["gain_vs_diffu_grpo"], table["diffu-grpo"]["ratio_seeds"]) == ("1.0000", "0;1")
+
+
+def test_no_gain_ratio_without_a_shared_seed(tmp_path):
+    results = _copy_results(tmp_path)
+    for seed in (0, 1):
+        shutil.rmtree(results / f"gsm8k-tiny-maskgrpo-s{seed}")
+    shutil.rmtree(results / "gsm8k-tiny-diffu-grpo-s2")
+    build_leaderboards(results, tmp_path / "out")
+    table = rows(tmp_path / "out" / "gsm8k.csv")
+    assert table["maskgrpo"]["seeds"] == "2" and table["diffu-grpo"]["seeds"] == "0;1"
+    assert table["maskgrpo"]["gain_vs_diffu_grpo"] == table["maskgrpo"]["ratio_seeds"] == ""
 
 
 def test_a_field_that_is_not_a_number_is_reported(tmp_path):

@@ -3,6 +3,8 @@ code under test to build the expectation), and loop-level checks that fail when 
 stuck at 1, the KL term vanishes or the reference refresh does nothing."""
 
 
+import re
+
 import pytest
 import torch
 from fakes import EXAMPLES, TINY, TinyBert, ToyTask
@@ -197,6 +199,114 @@ def test_tracerl_loss_per_example_with_the_kl_to_the_old_policy_summed_over_toke
     old = [torch.full((1, 3), -1.0), torch.tensor([[-1.0, -1.0, -1.1]])]
     out = tracerl.loss(LossInputs(lp, old, None, vs, torch.tensor([1.0])), cfg)
     assert out.per_sequence.sum().item() == pytest.approx(-1.0525613, abs=1e-6)
+
+
+def _tracerl_two_examples(old_token_logp: float = -1.1):
+    """One row, commit steps [0, 0, 1], shrink 1: example 0 scores tokens {0, 1}, example 1 token {2}.
+    logp = -1 everywhere; the old policy is `old_token_logp` on each example's scored tokens."""
+    b = _batch(1, 3, commit=torch.tensor([[0, 0, 1]]))
+    vs = tracerl.views(0, b, tracerl.TraceRLConfig(shrink=1, mu=1), torch.Generator())
+    lp = [torch.full((1, 3), -1.0, requires_grad=True) for _ in vs]
+    old = [torch.where(v.score, torch.tensor(old_token_logp), torch.tensor(-1.0)) for v in vs]
+    return vs, lp, old
+
+
+def test_tracerl_kl_anchor_and_normalisation_by_hand():
+    # every scored token: rho = e^(-1 - -1.1) = 1.1051709 (unclipped at eps 0.2), A = 1 -> surrogate -1.1051709
+    # k3 to the old policy (d = -0.1): e^-0.1 + 0.1 - 1 = 0.0048374; to a reference at -1.2 (d = -0.2):
+    # e^-0.2 + 0.2 - 1 = 0.0187308. beta = 0.5.
+    vs, lp, old = _tracerl_two_examples()
+    A = torch.tensor([1.0])
+    # example (the reference's): per example surrogate mean + beta x KL *summed*; mean over the 2 examples
+    # ex0 = -1.1051709 + 0.5 x 2 x 0.0048374 = -1.1003335; ex1 = -1.1051709 + 0.5 x 0.0048374 = -1.1027522
+    out = tracerl.loss(LossInputs(lp, old, None, vs, A), tracerl.TraceRLConfig(shrink=1, mu=1, beta=0.5))
+    assert out.per_sequence.item() == pytest.approx(-1.1015429, abs=1e-6)
+    assert out.ratio.flatten().tolist() == pytest.approx([1.1051709] * 3, abs=1e-6)  # each token in one view
+    assert out.kl.flatten().tolist() == pytest.approx([0.0048374] * 3, abs=1e-6)
+    assert not out.clipped.any()
+    # sequence with the KL to the old policy: the KL is a mean per example too; both examples -1.1027522
+    out = tracerl.loss(LossInputs(lp, old, None, vs, A),
+                       tracerl.TraceRLConfig(shrink=1, mu=1, beta=0.5, loss_norm="sequence"))
+    assert out.per_sequence.item() == pytest.approx(-1.1027522, abs=1e-6)
+    # example with the KL to a frozen reference at -1.2: ex0 = -1.1051709 + 0.5 x 2 x 0.0187308 = -1.0864401,
+    # ex1 = -1.1051709 + 0.5 x 0.0187308 = -1.0958055; mean -1.0911228
+    ref = [torch.full((1, 3), -1.2) for _ in vs]
+    out = tracerl.loss(LossInputs(lp, old, ref, vs, A),
+                       tracerl.TraceRLConfig(shrink=1, mu=1, beta=0.5, kl_to="reference"))
+    assert out.per_sequence.item() == pytest.approx(-1.0911228, abs=1e-6)
+    assert out.kl.flatten().tolist() == pytest.approx([0.0187308] * 3, abs=1e-6)
+
+
+def test_tracerl_clip_by_hand():
+    # old -1.3 on every scored token: rho = e^0.3 = 1.3498588 > 1.2; A = 1 -> surrogate -min(1.3498588, 1.2) = -1.2
+    # per example, so the loss is -1.2 and every scored token reports the clip; A = -1: -min(-1.3498588, -1.2)
+    # = 1.3498588 (the pessimistic side is the unclipped one, the clip is not active)
+    vs, lp, old = _tracerl_two_examples(-1.3)
+    out = tracerl.loss(LossInputs(lp, old, None, vs, torch.tensor([1.0])), tracerl.TraceRLConfig(shrink=1, mu=1, beta=0))
+    assert out.per_sequence.item() == pytest.approx(-1.2, abs=1e-6)
+    assert out.clipped.all()
+    out = tracerl.loss(LossInputs(lp, old, None, vs, torch.tensor([-1.0])), tracerl.TraceRLConfig(shrink=1, mu=1, beta=0))
+    assert out.per_sequence.item() == pytest.approx(1.3498588, abs=1e-6)
+    assert not out.clipped.any()
+    # the clip is reported on scored tokens only: example 1's view with old -1.3 on all three tokens (ratio
+    # 1.35 everywhere) and example 0's with old = logp: only token 2 (scored in example 1's view) is clipped;
+    # the loss: ex0 -1, ex1 -1.2 -> -1.1
+    old = [torch.full((1, 3), -1.0), torch.full((1, 3), -1.3)]
+    out = tracerl.loss(LossInputs(lp, old, None, vs, torch.tensor([1.0])), tracerl.TraceRLConfig(shrink=1, mu=1, beta=0))
+    assert out.per_sequence.item() == pytest.approx(-1.1, abs=1e-6)
+    assert out.clipped.tolist() == [[False, False, True]]
+
+
+def test_tracerl_example_mean_spans_the_micro_batches_by_hand():
+    # two rows, shrink 1: row 0 commit [0, 0, 1] (examples {0, 1} and {2}), row 1 [0, 0, 0] (one example):
+    # 3 examples in the batch. A = (1, -0.5), ratio 1, beta 0: the example losses are -1, -1 (row 0) and
+    # 0.5 (row 1); the batch loss = their mean = -0.5. Each micro-batch of one row gives its share
+    # total x B_all / n_examples = total x 2/3 (row 0: -2 x 2/3 = -1.3333333, row 1: 0.5 x 2/3 = 0.3333333),
+    # and the loop divides the sum of shares by B_all = 2: -0.5.
+    b = _batch(2, 3, commit=torch.tensor([[0, 0, 1], [0, 0, 0]]))
+    cfg = tracerl.TraceRLConfig(shrink=1, mu=1, beta=0)
+    vs = tracerl.views(0, b, cfg, torch.Generator())
+    assert len(vs) == 2
+    A = torch.tensor([1.0, -0.5])
+    shares = []
+    for r in (0, 1):
+        sl = slice(r, r + 1)
+        lp = [torch.full((1, 3), -1.0, requires_grad=True) for _ in vs]
+        out = tracerl.loss(LossInputs(lp, None, None, [v.rows(sl) for v in vs], A[sl], all_views=vs, rows=sl), cfg)
+        shares.append(out.per_sequence.item())
+    assert shares == pytest.approx([-1.3333333, 0.3333333], abs=1e-6)
+    assert sum(shares) / 2 == pytest.approx(-0.5, abs=1e-6)
+
+
+def test_tracerl_sample_std_option_and_constant_groups_by_hand():
+    # adv_std sample (the equal recipe): r = [1, 0, 0, 0], mean 0.25, unbiased std sqrt(0.75 / 3) = 0.5;
+    # (r - 0.25) / (0.5 + 1e-4) = 1.4997001, -0.4999000
+    adv = tracerl.advantages(torch.tensor([[1.0, 0.0, 0.0, 0.0]]), tracerl.TraceRLConfig(adv_std="sample"))
+    assert adv.flatten().tolist() == pytest.approx([1.4997001, -0.4999000, -0.4999000, -0.4999000], abs=1e-6)
+    # a group of equal rewards has std 0: advantages exactly 0, no NaN (population std, no epsilon)
+    assert tracerl.advantages(torch.tensor([[2.0, 2.0, 2.0]]), tracerl.TraceRLConfig()).tolist() == [[0.0, 0.0, 0.0]]
+
+
+def test_tracerl_global_groups_of_the_equal_recipe_by_hand():
+    # commit steps [0, 0, 1, 3, 3, 5, -1], shrink 2: decoder steps [0, 2) -> tokens 0-2, [2, 4) -> 3-4,
+    # [4, 6) -> 5; 3 groups. Group 1 hides every token committed at step >= 2 and scores tokens 3-4.
+    commit = torch.tensor([[0, 0, 1, 3, 3, 5, -1]])
+    b = _batch(1, 7, commit=commit)
+    vs = tracerl.views(0, b, tracerl.TraceRLConfig(shrink=2, mu=1, groups="global"), torch.Generator())
+    assert [v.score[0].nonzero().flatten().tolist() for v in vs] == [[0, 1, 2], [3, 4], [5]]
+    assert (vs[1].input_ids[0, 2:] == 0).tolist() == [False, False, False, True, True, True, False]
+    # mu = 2: iteration 0 trains groups 0 and 2, iteration 1 group 1
+    cfg = tracerl.TraceRLConfig(shrink=2, mu=2, groups="global")
+    assert [v.score[0].nonzero().flatten().tolist() for v in tracerl.views(0, b, cfg, torch.Generator())] == [[0, 1, 2], [5]]
+    assert [v.score[0].nonzero().flatten().tolist() for v in tracerl.views(1, b, cfg, torch.Generator())] == [[3, 4]]
+
+
+def test_tracerl_config_rejects_bad_values_with_what_to_choose():
+    with pytest.raises(ValueError, match=r"shrink=0 must be >= 1"):
+        tracerl.TraceRLConfig(shrink=0)
+    for bad in ({"kl_to": "policy"}, {"adv_std": "mad"}, {"groups": "steps"}):
+        with pytest.raises(ValueError, match=re.escape("kl_to: old|reference; adv_std: population|sample; groups: row|global")):
+            tracerl.TraceRLConfig(**bad)
 
 
 # ---- SPG -------------------------------------------------------------------------------------------------

@@ -329,6 +329,59 @@ def test_spg_bounds_by_hand_from_its_per_seq_logps():
     assert out.per_sequence.item() == pytest.approx(-1.9728964, abs=1e-6)
 
 
+def test_spg_bound_choice_by_the_sign_of_the_advantage_by_hand():
+    # the row of test_spg_bounds_by_hand_from_its_per_seq_logps: ELBO -1.75, EUBO -2.1957927; 2 valid tokens,
+    # one unit, so the length weight is 2 / 2 x (1 row / 1 unit) = 1
+    b = _batch(1, 2)
+    v1 = make_view(b, _rows([True, False]), _rows([True, False]), weight=2.0, region=_rows([True, True]))
+    v2 = make_view(b, _rows([True, True]), _rows([True, True]), weight=1.0, region=_rows([True, True]))
+    lps = [torch.tensor([[-1.0, -9.0]]), torch.tensor([[-2.0, -3.0]])]
+
+    def loss(A, **cfg):
+        inp = LossInputs(lps, None, None, [v1, v2], torch.tensor([A]), group_size=1)
+        return spg.loss(inp, spg.SPGConfig(**cfg)).per_sequence.item()
+
+    assert loss(2.0) == pytest.approx(3.5)  # A > 0: the ELBO, -2 x -1.75
+    assert loss(2.0, bound="eubo") == pytest.approx(3.5)  # the bound option changes only the negative side
+    assert loss(-1.0, bound="eubo") == pytest.approx(-2.1957927, abs=1e-6)  # A < 0: -(-1) x EUBO
+    assert loss(-1.0, bound="elbo") == pytest.approx(-1.75)
+    # the mixture with omega = 0.25: 0.25 x -2.1957927 + 0.75 x -1.75 = -1.8614482
+    assert loss(-1.0, mix_weight=0.25) == pytest.approx(-1.8614482, abs=1e-6)
+
+
+def test_spg_length_weighted_mean_over_the_micro_batch_by_hand():
+    # row 0 as above (2 valid tokens, ELBO -1.75); row 1 has 1 valid token, hidden in both views (t = 1) with
+    # log-probs -0.5 and -1.5: ELBO (-0.5 + -1.5) / 2 = -1.0; EUBO log((e^-0.75 + e^-2.25) / 2) / 1.5 = -0.8278226.
+    # A = (+1, -1): row 0 takes its ELBO, row 1 the mixture 0.5 x -0.8278226 + 0.5 x -1.0 = -0.9139113.
+    # "length" (the reference's): share_b = -A_b x bound_b x len_b / (2 + 1 tokens) x (2 rows / 1 unit):
+    # row 0: 1.75 x 2 / 3 x 2 = 2.3333333; row 1: -0.9139113 x 1 / 3 x 2 = -0.6092742.
+    # "sequence": -A_b x bound_b: 1.75 and -0.9139113.
+    valid = _rows([True, True], [True, False])
+    b = _batch(2, 2, valid=valid)
+    v1 = make_view(b, _rows([True, False], [True, False]), _rows([True, False], [True, False]),
+                   weight=torch.tensor([[2.0], [1.0]]), region=valid)
+    v2 = make_view(b, _rows([True, True], [True, False]), _rows([True, True], [True, False]),
+                   weight=torch.tensor([[1.0], [1.0]]), region=valid)
+    lps = [torch.tensor([[-1.0, -9.0], [-0.5, -9.0]]), torch.tensor([[-2.0, -3.0], [-1.5, -9.0]])]
+    A = torch.tensor([1.0, -1.0])
+    out = spg.loss(LossInputs(lps, None, None, [v1, v2], A, group_size=2), spg.SPGConfig())
+    assert out.per_sequence.tolist() == pytest.approx([2.3333333, -0.6092742], abs=1e-6)
+    out = spg.loss(LossInputs(lps, None, None, [v1, v2], A, group_size=2), spg.SPGConfig(loss_norm="sequence"))
+    assert out.per_sequence.tolist() == pytest.approx([1.75, -0.9139113], abs=1e-6)
+
+
+def test_spg_config_rejects_bad_values_with_what_to_choose():
+    with pytest.raises(ValueError, match="estimator='x'; choose hidden or block"):
+        spg.SPGConfig(estimator="x")
+    with pytest.raises(ValueError, match="bound='x'; choose mix, eubo or elbo"):
+        spg.SPGConfig(bound="x")
+    for bad in ({"num_mc": 0}, {"eubo_beta": 0.9}, {"mix_weight": 1.1}, {"mix_weight": -0.1}):
+        with pytest.raises(ValueError, match="need num_mc >= 1, eubo_beta >= 1 and 0 <= mix_weight <= 1"):
+            spg.SPGConfig(**bad)
+    spg.SPGConfig(num_mc=1, eubo_beta=1.0, mix_weight=1.0)  # the edges are allowed
+    spg.SPGConfig(mix_weight=0.0)
+
+
 def test_spg_views_hide_at_least_one_token_of_the_current_block_and_score_every_hidden_valid_token():
     # 400 rows, L = 8 in blocks of 4, 6 valid tokens (so the second block has 2 text tokens).
     valid = torch.zeros(400, 8, dtype=torch.bool)

@@ -618,3 +618,46 @@ def test_method_config_rejects_impossible_mu_epsilon_and_beta():
         MethodConfig(epsilon=0)
     with pytest.raises(ValueError, match="beta=-1 must be >= 0"):
         MethodConfig(beta=-1)
+
+
+# ---- the loop's pure pieces: learning-rate schedule and step statistics ---------------------------------
+def test_lr_factor_by_hand():
+    from trainers.loop import lr_factor
+
+    def curve(total, us, **cfg):
+        f = lr_factor(TrainConfig(**cfg), total)
+        return [f(u) for u in us]
+
+    # warm-up over w = 3 updates: (u + 1) / (w + 1), then constant 1
+    assert curve(10, [0, 1, 2, 3, 100], warmup_steps=3) == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+    # cosine, no warm-up, 10 updates, floor 0.1: 0.1 + 0.9 x 0.5 (1 + cos(pi u / 10)); u = 2: 0.9140576,
+    # u = 5: 0.55, u = 10 and past the end: 0.1
+    assert curve(10, [0, 2, 5, 10, 20], lr_schedule="cosine", min_lr_ratio=0.1) == pytest.approx(
+        [1.0, 0.9140576, 0.55, 0.1, 0.1], abs=1e-6)
+    # linear after 2 warm-up updates, 12 in all: p = (u - 2) / 10; floor 0: 1 - p; floor 0.1: 0.1 + 0.9 (1 - p)
+    assert curve(12, [0, 1, 2, 7, 12], lr_schedule="linear", warmup_steps=2, min_lr_ratio=0.0) == pytest.approx(
+        [1 / 3, 2 / 3, 1.0, 0.5, 0.0])
+    assert curve(12, [7], lr_schedule="linear", warmup_steps=2, min_lr_ratio=0.1) == pytest.approx([0.55])
+
+
+def test_step_statistics_count_scored_tokens_only_by_hand():
+    from trainers.grpo import LossOutput
+    from trainers.loop import _Stats
+
+    st = _Stats()
+    scored = _rows([True, True, False], [False, True, False])
+    # ratio on the 3 scored tokens 1.1, 0.8, 1.3 (the unscored 9.0 and 0.1 must not count): mean 1.0667, min 0.8,
+    # max 1.3; KL 0.2, 0.4, 0.6 -> mean 0.4; clip on 1 of the 3
+    st.add_tokens(LossOutput(torch.zeros(2), scored, ratio=torch.tensor([[1.1, 0.8, 9.0], [0.1, 1.3, 0.1]]),
+                             kl=torch.tensor([[0.2, 0.4, 5.0], [5.0, 0.6, 5.0]]),
+                             clipped=_rows([False, False, True], [False, True, True])))
+    # a ratio-free loss (spg) adds tokens but no ratio, KL or clip
+    st.add_tokens(LossOutput(torch.zeros(1), _rows([True, True, True])))
+    # a micro-batch whose views score nothing (a tracerl row without that example) changes nothing
+    st.add_tokens(LossOutput(torch.zeros(1), _rows([False, False, False]), ratio=torch.full((1, 3), 7.0),
+                             kl=torch.ones(1, 3), clipped=_rows([True, True, True])))
+    assert st.sums["tokens"] == 6
+    assert (st.sums["ratio"] / st.sums["ratio_n"]) == pytest.approx(3.2 / 3)
+    assert (st.ratio_min, st.ratio_max) == pytest.approx((0.8, 1.3))
+    assert st.sums["kl"] / st.sums["kl_n"] == pytest.approx(0.4)
+    assert st.sums["clip"] / st.sums["clip_n"] == pytest.approx(1 / 3)

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         try:
             over = json.loads(raw or "{}")
         except json.JSONDecodeError as e:
-            raise SystemExit(f"--variant {spec!r}: the part after '=' must be a JSON object ({e})")
+            raise SystemExit(f"--variant {spec!r}: the part after '=' must be a JSON object ({e})") from None
         cfg = PretrainConfig(**{**task.pretrain_config, **over})
         folder = out / name
         t0 = time.perf_counter()

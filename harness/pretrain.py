@@ -395,7 +395,10 @@ def stale_reason(task) -> str | None:
     info = json.loads(info_file.read_text())
     have, defaults = info.get("config", {}), asdict(PretrainConfig())
     want = asdict(PretrainConfig(**task.pretrain_config))
-    same = lambda a, b: json.loads(json.dumps(a)) == json.loads(json.dumps(b))  # tuples and lists alike
+
+    def same(a, b) -> bool:  # tuples and lists alike
+        return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
+
     diffs = [f"{k} {have.get(k, defaults[k])!r} -> {v!r}" for k, v in want.items() if not same(have.get(k, defaults[k]), v)]
     if info.get("steps") != task.pretrain_steps:
         diffs.insert(0, f"steps {info.get('steps')} -> {task.pretrain_steps}")

@@ -489,7 +489,7 @@ def test_two_processes_probing_one_new_out_folder_at_once_both_pass(tmp_path):
         errors: list[Exception] = []
         barrier = threading.Barrier(2)
 
-        def probe():
+        def probe(barrier=barrier, target=target, errors=errors):
             barrier.wait()
             try:
                 check_out_dir(target)

@@ -413,13 +413,8 @@ def test_spg_bound_choice_by_the_sign_of_the_advantage_by_hand():
     assert loss(-1.0, mix_weight=0.25) == pytest.approx(-1.8614482, abs=1e-6)
 
 
-def test_spg_length_weighted_mean_over_the_micro_batch_by_hand():
-    # row 0 as above (2 valid tokens, ELBO -1.75); row 1 has 1 valid token, hidden in both views (t = 1) with
-    # log-probs -0.5 and -1.5: ELBO (-0.5 + -1.5) / 2 = -1.0; EUBO log((e^-0.75 + e^-2.25) / 2) / 1.5 = -0.8278226.
-    # A = (+1, -1): row 0 takes its ELBO, row 1 the mixture 0.5 x -0.8278226 + 0.5 x -1.0 = -0.9139113.
-    # "length" (the reference's): share_b = -A_b x bound_b x len_b / (2 + 1 tokens) x (2 rows / 1 unit):
-    # row 0: 1.75 x 2 / 3 x 2 = 2.3333333; row 1: -0.9139113 x 1 / 3 x 2 = -0.6092742.
-    # "sequence": -A_b x bound_b: 1.75 and -0.9139113.
+def _spg_two_rows():
+    """Two rows of lengths 2 and 1 and two views (hand values in the tests that use them)."""
     valid = _rows([True, True], [True, False])
     b = _batch(2, 2, valid=valid)
     v1 = make_view(b, _rows([True, False], [True, False]), _rows([True, False], [True, False]),
@@ -427,7 +422,17 @@ def test_spg_length_weighted_mean_over_the_micro_batch_by_hand():
     v2 = make_view(b, _rows([True, True], [True, False]), _rows([True, True], [True, False]),
                    weight=torch.tensor([[1.0], [1.0]]), region=valid)
     lps = [torch.tensor([[-1.0, -9.0], [-0.5, -9.0]]), torch.tensor([[-2.0, -3.0], [-1.5, -9.0]])]
-    A = torch.tensor([1.0, -1.0])
+    return v1, v2, lps, torch.tensor([1.0, -1.0])
+
+
+def test_spg_length_weighted_mean_over_the_micro_batch_by_hand():
+    # row 0 as above (2 valid tokens, ELBO -1.75); row 1 has 1 valid token, hidden in both views (t = 1) with
+    # log-probs -0.5 and -1.5: ELBO (-0.5 + -1.5) / 2 = -1.0; EUBO log((e^-0.75 + e^-2.25) / 2) / 1.5 = -0.8278226.
+    # A = (+1, -1): row 0 takes its ELBO, row 1 the mixture 0.5 x -0.8278226 + 0.5 x -1.0 = -0.9139113.
+    # "length" (the reference's): share_b = -A_b x bound_b x len_b / (2 + 1 tokens) x (2 rows / 1 unit):
+    # row 0: 1.75 x 2 / 3 x 2 = 2.3333333; row 1: -0.9139113 x 1 / 3 x 2 = -0.6092742.
+    # "sequence": -A_b x bound_b: 1.75 and -0.9139113.
+    v1, v2, lps, A = _spg_two_rows()
     out = spg.loss(LossInputs(lps, None, None, [v1, v2], A, group_size=2), spg.SPGConfig())
     assert out.per_sequence.tolist() == pytest.approx([2.3333333, -0.6092742], abs=1e-6)
     out = spg.loss(LossInputs(lps, None, None, [v1, v2], A, group_size=2), spg.SPGConfig(loss_norm="sequence"))
@@ -491,14 +496,7 @@ def test_spg_normalisation_units_by_hand():
     # = 1.75 and -0.9139113). norm_rows 6 makes the two rows one unit whatever the group size: shares
     # 2.3333333 and -0.6092742 as before. norm_rows 1: a unit per row, share = -A bound len / len x (2 rows /
     # 2 units) = 1.75 and -0.9139113.
-    valid = _rows([True, True], [True, False])
-    b = _batch(2, 2, valid=valid)
-    v1 = make_view(b, _rows([True, False], [True, False]), _rows([True, False], [True, False]),
-                   weight=torch.tensor([[2.0], [1.0]]), region=valid)
-    v2 = make_view(b, _rows([True, True], [True, False]), _rows([True, True], [True, False]),
-                   weight=torch.tensor([[1.0], [1.0]]), region=valid)
-    lps = [torch.tensor([[-1.0, -9.0], [-0.5, -9.0]]), torch.tensor([[-2.0, -3.0], [-1.5, -9.0]])]
-    A = torch.tensor([1.0, -1.0])
+    v1, v2, lps, A = _spg_two_rows()
     out = spg.loss(LossInputs(lps, None, None, [v1, v2], A, group_size=1), spg.SPGConfig())
     assert out.per_sequence.tolist() == pytest.approx([2.3333333, -0.6092742], abs=1e-6)
     out = spg.loss(LossInputs(lps, None, None, [v1, v2], A, group_size=2), spg.SPGConfig(norm_rows=1))

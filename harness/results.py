@@ -57,11 +57,9 @@ def check_out_dir(path: str | os.PathLike, *, protect: tuple[str, ...] = ("summa
             os.close(fd)
             os.unlink(probe)
             break
-        except FileNotFoundError as e:
-            if attempt == 2:
-                raise ResultError(f"cannot write to {flag} {path} ({e.strerror or type(e).__name__}); pass a "
-                                  "folder you can write to") from None
         except OSError as e:
+            if isinstance(e, FileNotFoundError) and attempt < 2:
+                continue  # removed under us by another process's clean-up: probe again
             raise ResultError(f"cannot write to {flag} {path} ({e.strerror or type(e).__name__}); pass a folder "
                               "you can write to") from None
         finally:

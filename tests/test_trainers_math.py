@@ -537,31 +537,30 @@ def test_spg_block_positions_and_prompt_perturbation():
     assert torch.equal(current.sort(0).values, torch.arange(4)[:, None].expand(4, 3).float())
 
 
-def _hidden_view_facts(p_mask_clean: float, m: int = 3):
-    """The reference estimator's views on 500 rows of lengths 12, 6, 4, 5, 1 (L = 12, blocks of 4), read back:
-    per (view, row) the current block c (the first block with a hidden text token when nothing earlier is
-    perturbed), k = hidden text tokens in block c, and the checks that hold for every view."""
+def _hidden_view_masks(p_mask_clean: float, m: int = 3):
+    """The reference estimator's m views on 500 rows of lengths 12, 6, 4, 5, 1 (L = 12, blocks of 4): checks
+    that hold for every view, then each view's (B, L) hidden mask for the callers to read."""
     lengths = torch.tensor([12, 6, 4, 5, 1] * 100)
     valid = torch.arange(12)[None, :] < lengths[:, None]
     b = _batch(500, 12, valid=valid)
     b.block_length = 4
     vs = spg.hidden_views(b, m, p_mask_clean, torch.Generator().manual_seed(0))
     blk = torch.arange(12) // 4
-    facts = []
+    hiddens = []
     for v in vs:
         hidden = v.input_ids[:, 2:] == 0
         assert torch.equal(v.score, hidden & valid) and hidden[~valid].all()
         assert torch.allclose(v.weight[:, 0], lengths.float() / v.score.sum(1).float())  # 1/t, t of the whole row
-        facts.append((hidden, v))
-    return lengths, valid, blk, facts
+        hiddens.append(hidden)
+    return lengths, valid, blk, hiddens
 
 
 def test_spg_reference_views_current_block_and_hidden_count_by_hand():
-    lengths, valid, blk, facts = _hidden_view_facts(0.0)
+    lengths, valid, blk, hiddens = _hidden_view_masks(0.0)
     text_blocks = (lengths - 1) // 4 + 1  # 3, 2, 1, 2, 1
     seen = {12: [], 5: []}
     full = []
-    for hidden, _ in facts:
+    for hidden in hiddens:
         for r in range(500):
             h = hidden[r] & valid[r]
             c = int(blk[h].min())  # with p_mask_clean 0 nothing before the current block is hidden
@@ -589,13 +588,13 @@ def test_spg_reference_views_current_block_and_hidden_count_by_hand():
 def test_spg_reference_views_perturb_only_earlier_blocks():
     # p_mask_clean 1: every text token before the current block is hidden, and the current block still hides
     # exactly k of its text tokens (so sometimes fewer than all of them)
-    lengths, valid, blk, facts = _hidden_view_facts(1.0)
+    lengths, valid, blk, hiddens = _hidden_view_masks(1.0)
     partial = 0
-    for hidden, _ in facts:
+    for hidden in hiddens:
         for r in range(0, 500, 5):  # the length-12 rows
             h = hidden[r]
-            # the current block: the last block with a visible token, or block 0... read it as the first block
-            # that is not fully hidden, if any; blocks before it are fully hidden, after it fully hidden
+            # earlier blocks (all perturbed) and later ones are fully hidden: at most the current block keeps
+            # visible tokens, and it does whenever k < 4
             not_full = [c for c in range(3) if not h[blk == c].all()]
             if not_full:
                 assert len(not_full) == 1  # only the current block can keep tokens visible

@@ -84,3 +84,20 @@ def test_mean_with_ci_normal_approximation():
     m, (lo, hi) = mean_with_ci([1, 2, 3])
     assert m == 2
     assert hi - m == pytest.approx(1.1316, abs=1e-4)
+
+
+def test_git_hash_is_declared_only_where_the_tree_is_no_checkout(monkeypatch):
+    import subprocess
+
+    from harness import results
+
+    monkeypatch.setenv("HARNESS_GIT_HASH", "0123abc")
+    assert "declared" not in (results.git_hash() or "")  # in a checkout the checkout's commit wins
+
+    class NoRepo:
+        returncode, stdout = 128, ""
+
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: NoRepo())
+    assert results.git_hash() == "0123abc-declared"
+    monkeypatch.delenv("HARNESS_GIT_HASH")
+    assert results.git_hash() is None

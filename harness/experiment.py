@@ -172,6 +172,7 @@ def run_experiment(spec: RunSpec, base: EvalOutput | None = None) -> tuple[dict,
         "decode": asdict(decode) if decode is not None else None,
         "nfe": base.nfe + final.nfe + train_info["train_nfe"], "eval_nfe": final.nfe,
         "tokens_per_second": final.tokens_per_second, "wall_time_s": round(time.perf_counter() - t0, 3),
+        "device": str(getattr(model, "device", "cpu")),  # where the model ran (`hardware`: what the machine has)
         "train": train_info,
         "config": {"task": task.name, "model": spec.model, "method": method, "seed": spec.seed,
                    "steps": spec.steps, "limit": spec.limit, "eval_split": spec.eval_split or "test",

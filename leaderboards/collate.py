@@ -71,8 +71,9 @@ COLUMNS: dict[str, str] = {
     "model": "text", "recipe": "text", "method": "text", "metric": "text", "n_seeds": "count", "seeds": "text",
     "base_score": "score", "final_score": "score", "gain": "score", "gain_ci_lo": "score",
     "gain_ci_hi": "score", "ci_kind": "text", "gain_vs_diffu_grpo": "score", "ratio_seeds": "text",
+    "ratio_note": "text",
     "rollout_budget": "count",
-    "train_nfe": "count", "eval_nfe": "count", "wall_time_s": "time", "n_problems": "text",
+    "train_nfe": "count", "eval_nfe": "count", "wall_time_s": "time", "hardware": "text", "n_problems": "text",
     "gen_length": "text", "runs": "text",
 }
 
@@ -144,6 +145,17 @@ def _text(obj: dict, key: str) -> str:
     return v
 
 
+def _hardware(s: dict) -> str:
+    """What a run's wall time was measured on: the GPU's name when the model ran on one, else "CPU".
+
+    Runs record the torch device they used (`device`); older ones only the machine (`hardware`), so a
+    GPU named there is taken to be the one they ran on."""
+    hw = s.get("hardware") if isinstance(s.get("hardware"), dict) else {}
+    gpu, device = hw.get("gpu"), s.get("device")
+    on_gpu = device.startswith("cuda") if isinstance(device, str) else bool(gpu)
+    return str(gpu or "GPU") if on_gpu else "CPU"
+
+
 def _record(s: dict, run: str) -> dict | None:
     """One summary as a flat record; None for kinds that are not leaderboard rows. Raises _Skip."""
     kind = _get(s, "kind")
@@ -162,7 +174,7 @@ def _record(s: dict, run: str) -> dict | None:
     rec = {"task": task, "model": _text(s, "model"), "metric": pm, "run": run,
            "base_only": base_only, "n_problems": s.get("n"), "gen_length": decode.get("gen_length"),
            "eval_nfe": _num(s, "eval_nfe") if "eval_nfe" in s else _num(s, "nfe"),
-           "wall_time_s": _num(s, "wall_time_s")}
+           "wall_time_s": _num(s, "wall_time_s"), "hardware": _hardware(s)}
     if base_only:
         seed = s.get("seed")
         return rec | {"method": BASE_ONLY, "recipe": "", "seed": seed if isinstance(seed, int) else None,
@@ -230,7 +242,8 @@ def _row(group: pd.DataFrame) -> dict:
            "metric": _distinct(group["metric"]), "n_seeds": n,
            "seeds": ";".join(str(int(s)) for s in group["seed"].dropna()),
            "base_score": group["base"].mean(), "eval_nfe": group["eval_nfe"].mean(),
-           "wall_time_s": group["wall_time_s"].mean(), "n_problems": _distinct(group["n_problems"]),
+           "wall_time_s": group["wall_time_s"].mean(), "hardware": _distinct(group["hardware"]),
+           "n_problems": _distinct(group["n_problems"]),
            "gen_length": _distinct(group["gen_length"]), "runs": ";".join(group["run"])}
     if group["base_only"].iloc[0]:
         return row
@@ -257,11 +270,14 @@ def task_table(records: pd.DataFrame) -> pd.DataFrame:
     seed_gains = pd.Series([r.get("_seed_gains") for r in rows], dtype=object)
     table = pd.DataFrame(rows).reindex(columns=list(COLUMNS))
     table["ratio_seeds"] = table["ratio_seeds"].astype(object)
+    table["ratio_note"] = table["ratio_note"].astype(object)
     for idx in table.groupby(["model", "recipe", table["rollout_budget"].fillna(-1)]).groups.values():
         ref = [i for i in idx if table.loc[i, "method"] == BASELINE_METHOD and seed_gains[i]]
         if len(ref) != 1:
             continue
         base = seed_gains[ref[0]]
+        # a baseline gain that its own interval cannot tell from zero makes any ratio to it noise
+        unsure = table.loc[ref[0], "gain_ci_lo"] <= 0 <= table.loc[ref[0], "gain_ci_hi"]
         for i in idx:
             mine = seed_gains[i]
             common = sorted(set(mine or {}) & set(base))
@@ -271,6 +287,8 @@ def task_table(records: pd.DataFrame) -> pd.DataFrame:
             if ref_gain != 0:
                 table.loc[i, "gain_vs_diffu_grpo"] = sum(mine[s] for s in common) / len(common) / ref_gain
                 table.loc[i, "ratio_seeds"] = ";".join(str(s) for s in common)
+                if unsure:
+                    table.loc[i, "ratio_note"] = "diffu-grpo gain CI includes 0"
     # base-only rows first, then by gain (best first), then by name; ties are broken by the name
     table["_base"] = table["method"] != BASE_ONLY
     table["_neg_gain"] = -table["gain"].astype(float)
@@ -310,7 +328,7 @@ MD_COLUMNS = (("model", "model"), ("recipe", "recipe"), ("method", "method"), ("
               ("base_score", "base"), ("final_score", "final"), ("gain", "gain"), ("_ci", "gain 95% CI"),
               ("ci_kind", "CI kind"), ("gain_vs_diffu_grpo", "gain ÷ diffu-GRPO"), ("ratio_seeds", "÷ on seeds"),
               ("rollout_budget", "rollout budget"), ("train_nfe", "train NFE"), ("eval_nfe", "eval NFE"),
-              ("wall_time_s", "wall time (s)"), ("n_problems", "test problems"),
+              ("wall_time_s", "wall time (s)"), ("hardware", "on"), ("n_problems", "test problems"),
               ("gen_length", "gen. length"))
 
 
@@ -322,14 +340,18 @@ def render_markdown(task: str, cells: pd.DataFrame, plot: str | None,
              "| " + " | ".join(h for _, h in MD_COLUMNS) + " |", "|" + "---|" * len(MD_COLUMNS)]
     for _, r in cells.iterrows():
         ci = f"[{r['gain_ci_lo']}, {r['gain_ci_hi']}]" if r["gain_ci_lo"] else ""
-        lines.append("| " + " | ".join(_md_cell(ci if c == "_ci" else r[c]) for c, _ in MD_COLUMNS) + " |")
+        ratio = r["gain_vs_diffu_grpo"] + (" †" if r["ratio_note"] else "")
+        cell = {"_ci": ci, "gain_vs_diffu_grpo": ratio}
+        lines.append("| " + " | ".join(_md_cell(cell.get(c, r.get(c))) for c, _ in MD_COLUMNS) + " |")
     lines += ["", "Scores are the primary metric, a mean over seeds; gain = final - base. CI kind `seeds_t`: "
               "mean of per-seed gains ± Student t (n-1 df) 95% interval over seeds; `bootstrap_1seed`: one "
               "seed, so the run's own paired-bootstrap 95% interval over test problems. Gain ÷ diffu-GRPO: "
               "this row's mean gain over diffu-grpo's for the same model and rollout budget, both over the seeds the "
-              "two rows share (÷ on seeds). Rollout budget = the most completions "
+              "two rows share (÷ on seeds); † where diffu-GRPO's own gain interval includes 0, so the ratio is "
+              "noise, not a ranking. Rollout budget = the most completions "
               "training may generate (steps x prompts x oversample x G; dynamic sampling may decode fewer). "
-              "Method `none`: the model evaluated without RL.",
+              "Method `none`: the model evaluated without RL. On: what the wall time was measured on (the "
+              "GPU's name, or CPU).",
               "", f"Machine-readable copy, with the run ids of every row: [{_slug(task)}.csv]({_slug(task)}.csv)."]
     if plot:
         lines += ["", f"![{task}: training curves]({plot})"]

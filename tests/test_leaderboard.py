@@ -121,8 +121,8 @@ def test_single_seed_row_uses_the_runs_bootstrap_ci_and_no_ratio_without_diffu_g
 def test_markdown_shows_the_same_numbers_and_links_the_plot(built):
     out, _ = built
     md = (out / "gsm8k.md").read_text(encoding="utf-8")
-    assert ("| tiny | equal | maskgrpo | accuracy | 3 | 0.5000 | 0.7100 | 0.2100 | [0.1670, 0.2530] | seeds_t | 2.1000 "
-            "| 0;1;2 | 600 | 1100 | 256 | 12.0 | 50 | 64 |") in md
+    assert ("| tiny | equal | maskgrpo | accuracy | 3 | 0.5000 | 0.7100 | 0.2100 | [0.1670, 0.2530] | seeds_t | 2.1000 † "
+            "| 0;1;2 | 600 | 1100 | 256 | 12.0 | CPU | 50 | 64 |") in md
     assert "| tiny | equal | diffu-grpo | accuracy | 3 | 0.5000 | 0.6000 | 0.1000 | [-0.0242, 0.2242] |" in md
     assert "![gsm8k: training curves](gsm8k.png)" in md
     assert "published.md" in md and "84.7" not in md  # published numbers never enter measured tables
@@ -317,3 +317,37 @@ def test_a_row_never_mixes_recipes_and_the_ratio_is_taken_within_a_recipe(tmp_pa
     # both gains doubled, so the ratio to diffu-GRPO within the paper recipe equals equal's
     ratios = dict(zip(mg["recipe"], mg["gain_vs_diffu_grpo"]))
     assert float(ratios["paper"]) == pytest.approx(float(ratios["equal"]))
+
+
+def test_a_ratio_to_a_baseline_gain_that_its_interval_cannot_tell_from_zero_is_flagged(tmp_path, built):
+    out, _ = built
+    table = rows(out / "gsm8k.csv")
+    # diffu-grpo gains .05 .10 .15: mean .10, sd .05, half-width 4.3027 * .05 / sqrt(3) = .1242 -> [-.024, .224]
+    assert (table["diffu-grpo"]["gain_ci_lo"], table["diffu-grpo"]["gain_ci_hi"]) == ("-0.0242", "0.2242")
+    assert table["maskgrpo"]["ratio_note"] == "diffu-grpo gain CI includes 0"
+    assert "| 2.1000 † |" in (out / "gsm8k.md").read_text()  # .21 / .10
+    results = _copy_results(tmp_path)
+    for seed, gain in enumerate((0.10, 0.11, 0.12)):  # mean .11, sd .01: .11 +- 4.3027 * .01 / sqrt(3) = [.085, .135]
+        path = results / f"gsm8k-tiny-diffu-grpo-s{seed}" / "summary.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"gain": gain}))
+    build_leaderboards(results, tmp_path / "out")
+    table = rows(tmp_path / "out" / "gsm8k.csv")
+    assert (table["diffu-grpo"]["gain_ci_lo"], table["diffu-grpo"]["gain_ci_hi"]) == ("0.0852", "0.1348")
+    assert table["maskgrpo"]["gain_vs_diffu_grpo"] == "1.9091" and table["maskgrpo"]["ratio_note"] == ""  # .21/.11
+    assert "| 1.9091 |" in (tmp_path / "out" / "gsm8k.md").read_text()
+
+
+def test_the_hardware_column_says_where_each_rows_wall_time_was_measured(tmp_path):
+    results = _copy_results(tmp_path)
+    gpu = {"cpu_count": 16, "gpu": "NVIDIA H200", "gpu_count": 1}
+    edits = {"gsm8k-tiny-maskgrpo-s0": {"device": "cuda:0", "hardware": gpu},  # ran on the GPU
+             "gsm8k-tiny-maskgrpo-s1": {"device": "cpu", "hardware": gpu},  # a GPU machine, but ran on the CPU
+             "gsm8k-tiny-diffu-grpo-s0": {"hardware": gpu}}  # no device recorded: the machine's GPU
+    for run, fields in edits.items():
+        path = results / run / "summary.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | fields))
+    build_leaderboards(results, tmp_path / "out")
+    table = rows(tmp_path / "out" / "gsm8k.csv")
+    assert table["maskgrpo"]["hardware"] == "CPU;NVIDIA H200"  # a row that mixes machines shows both
+    assert table["diffu-grpo"]["hardware"] == "CPU;NVIDIA H200"
+    assert rows(tmp_path / "out" / "mbpp.csv")["maskgrpo"]["hardware"] == "CPU"

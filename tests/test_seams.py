@@ -182,6 +182,7 @@ def test_a_run_records_its_spec_and_replays_from_its_summary(tmp_path):
                  "--out", str(first)]) == 0
     summary = json.loads((first / "summary.json").read_text())
     assert summary["run_spec"]["seed"] == 3 and summary["run_spec"]["limit"] == 4
+    assert summary["device"] == "cpu"  # where the model ran, beside the machine's `hardware`
     spec = RunSpec.from_file(first / "summary.json")
     assert (spec.task, spec.method, spec.model, spec.seed, spec.limit) == ("arith", "none", "gold", 3, 4)
     again = tmp_path / "again"

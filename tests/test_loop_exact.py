@@ -1,0 +1,104 @@
+"""Exact-value tests of the RL loop's pieces (trainers/loop.py), each expected value worked by hand.
+
+The loop's methods are called on a stand-in object holding only the attributes each one reads, so the
+values can be chosen small enough to work out on paper."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from trainers.estimators import MaskedView
+from trainers.loop import _Run
+
+
+def _sync_run(ref_value: float, policy_value: float, every: int, alpha: float, updates_done: int):
+    ref = torch.nn.Linear(1, 1, bias=False)
+    policy = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        ref.weight.fill_(ref_value)
+        policy.weight.fill_(policy_value)
+    return SimpleNamespace(ref=ref, module=policy, mcfg=SimpleNamespace(ref_sync_every=every, ref_sync_alpha=alpha),
+                           scheduler=SimpleNamespace(last_epoch=updates_done))
+
+
+def test_reference_refresh_mixes_policy_into_reference_by_alpha_on_its_cadence():
+    # TR-DPO / TRL SyncRefModelCallback: ref <- alpha * policy + (1 - alpha) * ref every `every` updates.
+    # ref 1.0, policy 3.0, alpha 0.25: 0.25 * 3 + 0.75 * 1 = 1.5
+    run = _sync_run(1.0, 3.0, every=2, alpha=0.25, updates_done=4)
+    _Run.maybe_sync_reference(run)
+    assert run.ref.weight.item() == pytest.approx(1.5)
+    assert run.module.weight.item() == 3.0  # the policy is read, never written
+    # a second refresh on the next multiple: 0.25 * 3 + 0.75 * 1.5 = 1.875
+    run.scheduler.last_epoch = 6
+    _Run.maybe_sync_reference(run)
+    assert run.ref.weight.item() == pytest.approx(1.875)
+    # alpha 1 copies the policy
+    run = _sync_run(1.0, 3.0, every=1, alpha=1.0, updates_done=1)
+    _Run.maybe_sync_reference(run)
+    assert run.ref.weight.item() == 3.0
+
+
+@pytest.mark.parametrize("every, updates_done", [(2, 3), (64, 1), (64, 63), (0, 4)])
+def test_reference_is_left_alone_between_refreshes_and_when_refresh_is_off(every, updates_done):
+    # 3 % 2, 1 % 64 and 63 % 64 are not 0: no refresh yet; every = 0 means never
+    run = _sync_run(1.0, 3.0, every=every, alpha=0.6, updates_done=updates_done)
+    _Run.maybe_sync_reference(run)
+    assert run.ref.weight.item() == 1.0
+
+
+def test_refresh_on_the_64th_update():
+    run = _sync_run(1.0, 3.0, every=64, alpha=0.6, updates_done=64)  # 0.6 * 3 + 0.4 * 1 = 2.2
+    _Run.maybe_sync_reference(run)
+    assert run.ref.weight.item() == pytest.approx(2.2)
+
+
+def test_no_reference_model_means_nothing_to_refresh_or_save():
+    run = SimpleNamespace(ref=None, module=torch.nn.Linear(1, 1), scheduler=SimpleNamespace(last_epoch=64),
+                          mcfg=SimpleNamespace(ref_sync_every=64, ref_sync_alpha=0.6))
+    _Run.maybe_sync_reference(run)  # must not fail
+    assert _Run.reference_state(run) == {}
+    _Run.load_reference(run, {"weight": torch.zeros(1, 1)})  # nothing to load into: a no-op
+
+
+def test_reference_state_is_saved_only_when_the_reference_moves_and_is_a_copy():
+    frozen = _sync_run(1.0, 3.0, every=0, alpha=0.6, updates_done=0)
+    assert _Run.reference_state(frozen) == {}  # a frozen reference is the base model: nothing to checkpoint
+    moving = _sync_run(1.0, 3.0, every=64, alpha=0.6, updates_done=0)
+    state = _Run.reference_state(moving)
+    assert list(state) == ["reference"] and state["reference"]["weight"].item() == 1.0
+    with torch.no_grad():
+        moving.ref.weight.fill_(5.0)
+    assert state["reference"]["weight"].item() == 1.0  # a clone, not a view of the live weights
+    _Run.load_reference(moving, state["reference"])
+    assert moving.ref.weight.item() == 1.0
+    _Run.load_reference(moving, None)  # a checkpoint without a reference leaves it as it is
+    assert moving.ref.weight.item() == 1.0
+
+
+def test_global_views_gather_what_normalisers_read_from_every_process_in_process_order():
+    # two processes, two rows each: the other process's rows are this one's with score/region flipped and
+    # weight + 10, so the gathered tensors show which half came from where
+    score = torch.tensor([[True, False, True], [False, False, True]])
+    region = torch.tensor([[True, True, False], [False, True, True]])
+    weight = torch.tensor([[1.0], [2.0]]).expand(2, 3)
+
+    def gather(t):  # accelerate's gather: process 0's rows, then process 1's
+        other = (1 - t) if t.dtype == torch.uint8 else t + 10
+        return torch.cat([t, other])
+
+    run = SimpleNamespace(acc=SimpleNamespace(num_processes=2), gather=gather)
+    view = MaskedView(torch.zeros(2, 5, dtype=torch.long), torch.ones(2, 5, dtype=torch.bool), score, weight, region)
+    (g,) = _Run.global_views(run, [view])
+    assert g.score.dtype == torch.bool and g.region.dtype == torch.bool
+    assert g.score.tolist() == [[True, False, True], [False, False, True], [False, True, False], [True, True, False]]
+    assert g.region.tolist() == [[True, True, False], [False, True, True], [False, False, True], [True, False, False]]
+    assert g.weight.tolist() == [[1.0] * 3, [2.0] * 3, [11.0] * 3, [12.0] * 3]
+    assert g.input_ids.shape == (4, 0) and g.attention_mask.shape == (4, 0)  # inputs are not gathered
+    # a view without a region stays without one; one process returns its views unchanged
+    (g,) = _Run.global_views(run, [MaskedView(view.input_ids, view.attention_mask, score, weight, None)])
+    assert g.region is None and g.score.shape == (4, 3)
+    single = SimpleNamespace(acc=SimpleNamespace(num_processes=1), gather=None)
+    assert _Run.global_views(single, [view])[0] is view

@@ -102,3 +102,58 @@ def test_global_views_gather_what_normalisers_read_from_every_process_in_process
     assert g.region is None and g.score.shape == (4, 3)
     single = SimpleNamespace(acc=SimpleNamespace(num_processes=1), gather=None)
     assert _Run.global_views(single, [view])[0] is view
+
+
+# ---- the training loop's bookkeeping, end to end on the 2-layer fake (tests/fakes.py) ---------------------
+def _weights(model):
+    return torch.cat([p.detach().flatten().clone() for p in model.module.parameters()])
+
+
+def test_resume_restores_a_refreshed_reference(tmp_path, one_thread):
+    # beta > 0 and ref <- 0.5 policy + 0.5 ref after every update: from step 2 on the reference differs from
+    # the base model, so a resume that forgot it (reloading the base as reference) trains differently
+    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
+
+    from trainers.loop import TrainConfig, train
+
+    over = {"mu": 1, "beta": 0.5, "ref_sync_every": 1, "ref_sync_alpha": 0.5, "loss_norm": "token"}
+    straight = TinyBert()
+    full = train(straight, ToyTask(), "diffu-grpo", EXAMPLES, [], TrainConfig(**dict(TINY, steps=3), method_overrides=over),
+                 seed=0, progress=False)
+    train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [], TrainConfig(**dict(TINY, steps=2), method_overrides=over),
+          seed=0, out_dir=tmp_path, progress=False, checkpoint_every=1)
+    resumed = TinyBert()
+    res = train(resumed, ToyTask(), "diffu-grpo", EXAMPLES, [], TrainConfig(**dict(TINY, steps=3), method_overrides=over),
+                seed=0, out_dir=tmp_path, progress=False, resume=True)
+    assert res.curve[-1]["kl"] == pytest.approx(full.curve[-1]["kl"], rel=1e-5, abs=1e-9)
+    assert torch.allclose(_weights(straight), _weights(resumed), atol=1e-6)
+
+
+def test_budget_counters_by_hand(one_thread):
+    # ToyTask: 8 completion tokens in blocks of 4, 4 decoder steps, all 2 x 3 completions in one decoder call:
+    # 4 model calls per RL step (one per decoder step) -> train_nfe = 2 steps x 4 = 8; completions 2 x 2 x 3 = 12.
+    # diffu-grpo, mu 1, beta 0.1: per step one view scored by the policy and one by the reference, no old
+    # policy (mu = 1) -> 2 forward passes a step, 4 in all
+    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
+
+    from trainers.loop import TrainConfig, train
+
+    res = train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [],
+                TrainConfig(**TINY, method_overrides={"mu": 1, "beta": 0.1}), seed=0, progress=False)
+    assert (res.train_nfe, res.rollouts_generated, res.rollout_budget, res.train_forwards) == (8, 12, 12, 4)
+    assert [r["nfe"] for r in res.curve if r["step"]] == [4, 4]
+    # mu 2 adds a second view (policy + reference) and the old policy's pass over it: 2 + 3 = 5 a step
+    res = train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [],
+                TrainConfig(**TINY, method_overrides={"mu": 2, "beta": 0.1}), seed=0, progress=False)
+    assert res.train_forwards == 10
+
+
+def test_the_default_evaluator_scores_the_test_examples_every_step_when_eval_every_is_one(one_thread):
+    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
+
+    from trainers.loop import TrainConfig, train
+
+    res = train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, EXAMPLES[:2],
+                TrainConfig(**dict(TINY, eval_every=1), method_overrides={"mu": 1}), seed=0, progress=False)
+    assert [r["step"] for r in res.curve] == [0, 1, 2]
+    assert all(isinstance(r.get("eval_accuracy"), float) for r in res.curve)  # steps 0, 1 and 2

@@ -893,3 +893,46 @@ def test_step_statistics_count_scored_tokens_only_by_hand():
     assert (st.ratio_min, st.ratio_max) == pytest.approx((0.8, 1.3))
     assert st.sums["kl"] / st.sums["kl_n"] == pytest.approx(0.4)
     assert st.sums["clip"] / st.sums["clip_n"] == pytest.approx(1 / 3)
+
+
+# ---- SPG's block estimator (the `equal` recipe): rules every view must obey, and `bounds` by hand ---------
+def _two_block_batch():
+    # L = 8 in blocks of 4; row 0 holds text in block 0 only (3 tokens), row 1 in both blocks (8 tokens)
+    valid = torch.tensor([[1, 1, 1, 0, 0, 0, 0, 0], [1] * 8], dtype=torch.bool)
+    return RolloutBatch(prompt_ids=torch.full((2, 2), 5), prompt_mask=torch.ones(2, 2, dtype=torch.bool),
+                        completion_ids=torch.full((2, 8), 4), valid=valid, commit_step=torch.zeros(2, 8, dtype=torch.long),
+                        mask_id=1, block_length=4, seed=3)
+
+
+@pytest.mark.parametrize("p_clean", [0.0, 1.0])
+def test_spg_block_views_hide_later_blocks_keep_or_hide_earlier_ones_and_only_score_the_current_block(p_clean):
+    batch = _two_block_batch()
+    blk = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    gen = torch.Generator().manual_seed(0)
+    partly_hidden_region = False
+    for _ in range(40):
+        v = spg.block_view(batch, p_clean, gen)
+        hidden = v.input_ids[:, 2:] == 1  # (2, 8) completion positions holding the mask id
+        for r in range(2):
+            cur = int(blk[v.region[r]].unique().item())  # the region is exactly one block
+            assert (v.region[r] & batch.valid[r]).any()  # the current block always holds text (row 0: block 0)
+            assert hidden[r, blk > cur].all()  # every later block is hidden
+            # earlier blocks: hidden with probability p_clean (so all of them at 1, none at 0)
+            assert hidden[r, blk < cur].all() if p_clean == 1.0 else not hidden[r, blk < cur].any()
+            assert torch.equal(v.score[r], v.region[r] & hidden[r] & batch.valid[r])  # scored: hidden text of the block
+            n_region, n_hidden = int((v.region[r] & batch.valid[r]).sum()), int(v.score[r].sum())
+            assert v.weight[r, 0].item() == pytest.approx(n_region / max(n_hidden, 1))  # 1 / empirical t
+            partly_hidden_region |= bool((v.region[r] & ~hidden[r]).any())
+    assert partly_hidden_region  # t ~ U(0, 1): the current block is not always hidden whole
+
+
+def test_spg_block_bounds_average_the_elbo_over_covered_tokens_only_by_hand():
+    # one view, one row of 4 tokens; the current block covers tokens 0-1, both hidden, weight 1 (t = 1);
+    # log-probs -1, -2, -3, -4: ELBO = mean over covered tokens = (-1 - 2) / 2 = -1.5 (tokens 2-3 were never
+    # in a current block and must not count as zeros: (-1 - 2 + 0 + 0) / 4 = -0.75 would be wrong).
+    # EUBO with beta 1: each hidden token's log-mean-exp over its 1 covering view is log(1) + lp, so its mean
+    # over hidden tokens is (-1 - 2) / 2 = -1.5 as well
+    region = torch.tensor([[True, True, False, False]])
+    view = type("V", (), {"score": region.clone(), "weight": torch.ones(1, 4), "region": region})()
+    elbo, eubo = spg.bounds([torch.tensor([[-1.0, -2.0, -3.0, -4.0]])], [view], 1.0)
+    assert elbo.item() == pytest.approx(-1.5) and eubo.item() == pytest.approx(-1.5)

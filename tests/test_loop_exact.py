@@ -157,3 +157,73 @@ def test_the_default_evaluator_scores_the_test_examples_every_step_when_eval_eve
                 TrainConfig(**dict(TINY, eval_every=1), method_overrides={"mu": 1}), seed=0, progress=False)
     assert [r["step"] for r in res.curve] == [0, 1, 2]
     assert all(isinstance(r.get("eval_accuracy"), float) for r in res.curve)  # steps 0, 1 and 2
+
+
+def _with_loss(monkeypatch, name, loss_fn):
+    """Train `name` with its loss replaced by `loss_fn` (everything else, views and rollouts, real)."""
+    import dataclasses
+
+    import trainers.loop as loop
+
+    real = loop.get_method
+    monkeypatch.setattr(loop, "get_method", lambda n: dataclasses.replace(real(n), loss=loss_fn) if n == name else real(n))
+
+
+def test_logged_loss_is_the_global_row_mean_of_per_sequence_shares_by_hand(monkeypatch, one_thread):
+    # a stand-in loss whose share for global row r (0..5 of the step's 2 x 3 rows) is r + 1, with a zero
+    # gradient path through the log-probs. Each update's loss is sum_r (r + 1) / B = 21 / 6 = 3.5 whatever the
+    # micro-batching (here 3 micro-batches of 2 rows); mu = 2 updates a step -> the logged mean is 3.5
+    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
+
+    from trainers.grpo import LossOutput
+    from trainers.loop import TrainConfig, train
+
+    seen = []
+
+    def share_loss(inp, cfg):
+        rows = torch.arange(inp.rows.start, inp.rows.stop)  # this micro-batch's rows in the step's batch
+        seen.append((rows.tolist(), inp.group_size))
+        per = inp.logp[0].sum(1) * 0.0 + (rows + 1).float()
+        return LossOutput(per_sequence=per, scored=inp.views[0].score)
+
+    _with_loss(monkeypatch, "diffu-grpo", share_loss)
+    res = train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [],
+                TrainConfig(**dict(TINY, micro_batch_size=2), method_overrides={"mu": 2, "beta": 0.0}), seed=0,
+                progress=False)
+    assert [r["loss"] for r in res.curve if r["step"]] == [pytest.approx(3.5), pytest.approx(3.5)]
+    assert seen[:3] == [([0, 1], 3), ([2, 3], 3), ([4, 5], 3)]  # global rows, groups of G = 3
+
+
+def test_gradient_clipping_bounds_the_first_update(monkeypatch, one_thread):
+    # AdamW's first step is lr * g / (|g| + 1e-8) per weight: scale-free, unless the clipped gradient is far
+    # below eps. Clipped to a norm of 1e-12, every weight moves by at most lr * 1e-12 / 1e-8 = 1e-7 (plus weight
+    # decay, lr * 0.1 * |w|); unclipped, the same step moves some weight by about lr = 1e-3
+    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
+
+    from trainers.loop import TrainConfig, train
+
+    moved = {}
+    for clip in (1e-12, None):
+        model = TinyBert()
+        before = _weights(model)
+        train(model, ToyTask(), "diffu-grpo", EXAMPLES, [],
+              TrainConfig(**dict(TINY, steps=1, max_grad_norm=clip, weight_decay=0.0),
+                          method_overrides={"mu": 1, "beta": 0.0}), seed=0, progress=False)
+        moved[clip] = (_weights(model) - before).abs().max().item()
+    assert moved[1e-12] <= 1.1e-7 and moved[None] > 5e-4
+
+
+def test_a_non_finite_gradient_with_a_finite_loss_raises(monkeypatch, one_thread):
+    # sqrt(0 * x) is 0, but its gradient 0.5 / sqrt(0) * 0 is NaN: the loss check passes, the norm check must not
+    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
+
+    from trainers.grpo import LossOutput
+    from trainers.loop import TrainConfig, TrainingDiverged, train
+
+    def nan_grad(inp, cfg):
+        return LossOutput(per_sequence=torch.sqrt(inp.logp[0].sum(1) * 0.0), scored=inp.views[0].score)
+
+    _with_loss(monkeypatch, "diffu-grpo", nan_grad)
+    with pytest.raises(TrainingDiverged, match=r"non-finite gradient norm at step 1, inner update 0 \(diffu-grpo\)"):
+        train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [], TrainConfig(**TINY, method_overrides={"mu": 1}),
+              seed=0, progress=False)

@@ -227,3 +227,68 @@ def test_a_non_finite_gradient_with_a_finite_loss_raises(monkeypatch, one_thread
     with pytest.raises(TrainingDiverged, match=r"non-finite gradient norm at step 1, inner update 0 \(diffu-grpo\)"):
         train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [], TrainConfig(**TINY, method_overrides={"mu": 1}),
               seed=0, progress=False)
+
+
+def test_forward_pass_counts_without_reference_and_without_old_policy_by_hand(one_thread):
+    # diffu-grpo with beta 0 keeps no reference: mu 1 -> 1 pass a step (the policy's), 2 in all.
+    # wd1 computes no importance ratio (no old policy) and has no KL by default: mu 2 -> 2 views a step,
+    # each scored once by the policy -> 4 in all (an old-policy pass would add 1 a step, a reference 2)
+    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
+
+    from trainers.loop import TrainConfig, train
+
+    res = train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [],
+                TrainConfig(**TINY, method_overrides={"mu": 1, "beta": 0.0}), seed=0, progress=False)
+    assert res.train_forwards == 2
+    res = train(TinyBert(), ToyTask(), "wd1", EXAMPLES, [], TrainConfig(**TINY, method_overrides={"mu": 2, "beta": 0.0}),
+                seed=0, progress=False)
+    assert res.train_forwards == 4
+    assert all(0 < r["step_time_s"] < 120 for r in res.curve if r["step"])  # a duration, not a clock reading
+
+
+def test_with_mu_two_the_second_update_sees_a_ratio_other_than_one(one_thread):
+    # update 1 is scored against the old log-probs taken before update 0, so once update 0 moved the weights
+    # its ratio leaves 1 (update 0 is on-policy: ratio exactly 1)
+    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
+
+    from trainers.loop import TrainConfig, train
+
+    res = train(TinyBert(), ToyTask(), "maskgrpo", EXAMPLES, [],
+                TrainConfig(**dict(TINY, lr=1e-2), method_overrides={"mu": 2, "beta": 0.0}), seed=0, progress=False)
+    assert any(r["ratio_max"] > 1 + 1e-6 or r["ratio_min"] < 1 - 1e-6 for r in res.curve if r["step"])
+
+
+def test_each_inner_iteration_step_and_seed_draws_its_own_masks(monkeypatch, one_thread):
+    # the views of (seed, step, j) come from their own generator: iteration 0 and 1 of a step, the same j in
+    # two steps, and two seeds must not share their masks
+    import dataclasses
+
+    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
+
+    import trainers.loop as loop
+    from trainers.loop import TrainConfig, train
+
+    real_get = loop.get_method
+    drawn = []
+
+    def recording(name):
+        m = real_get(name)
+
+        def views(j, batch, cfg, gen):
+            out = m.views(j, batch, cfg, gen)
+            drawn.append(torch.cat([v.input_ids for v in out]).clone())
+            return out
+        return dataclasses.replace(m, views=views)
+
+    monkeypatch.setattr(loop, "get_method", recording)
+    masks = {}
+    for seed in (0, 1):
+        drawn.clear()
+        train(TinyBert(), ToyTask(), "coupled-grpo", EXAMPLES, [], TrainConfig(**TINY, method_overrides={"mu": 2}),
+              seed=seed, progress=False)
+        masks[seed] = [d == 1 for d in drawn]  # ToyTask's mask id is 1: (step 1, j 0), (1, 1), (2, 0), (2, 1)
+        assert len(masks[seed]) == 4  # coupled-grpo draws t ~ U per view, whatever j: only the seed tells j apart
+    s0 = masks[0]
+    assert not torch.equal(s0[0], s0[1])  # j = 0 vs 1 in step 1
+    assert not torch.equal(s0[0], s0[2])  # step 1 vs step 2
+    assert not all(torch.equal(a, b) for a, b in zip(masks[0], masks[1]))  # seed 0 vs seed 1

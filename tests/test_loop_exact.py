@@ -292,3 +292,21 @@ def test_each_inner_iteration_step_and_seed_draws_its_own_masks(monkeypatch, one
     assert not torch.equal(s0[0], s0[1])  # j = 0 vs 1 in step 1
     assert not torch.equal(s0[0], s0[2])  # step 1 vs step 2
     assert not all(torch.equal(a, b) for a, b in zip(masks[0], masks[1]))  # seed 0 vs seed 1
+
+
+def test_on_an_image_task_policy_old_and_reference_share_the_codebook_normalisation(one_thread):
+    # image tokens are scored by a softmax over the codebook ids only (token_range). If any of the policy,
+    # old-policy or reference passes normalised over the whole vocabulary instead, the first, on-policy
+    # update would see log-prob differences: ratio != 1 and k3 != 0. With all three alike: exactly 1 and 0.
+    from fakes import EXAMPLES, TINY, TinyBert, ToyImageTask
+
+    from trainers.loop import TrainConfig, train
+
+    res = train(TinyBert(image=True), ToyImageTask(), "maskgrpo", EXAMPLES, [],
+                TrainConfig(**dict(TINY, steps=1), method_overrides={"mu": 1, "beta": 0.1}), seed=0, progress=False)
+    row = res.curve[-1]
+    assert row["ratio_min"] == row["ratio_max"] == 1.0 and row["kl"] == 0.0
+    res = train(TinyBert(image=True), ToyImageTask(), "maskgrpo", EXAMPLES, [],
+                TrainConfig(**dict(TINY, steps=1, lr=1e-2), method_overrides={"mu": 2, "beta": 0.0}), seed=0,
+                progress=False)
+    assert res.curve[-1]["ratio_max"] > 1.0 + 1e-6 or res.curve[-1]["ratio_min"] < 1.0 - 1e-6  # old pass in play

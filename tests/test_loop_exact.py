@@ -256,6 +256,7 @@ def test_with_mu_two_the_second_update_sees_a_ratio_other_than_one(one_thread):
     res = train(TinyBert(), ToyTask(), "maskgrpo", EXAMPLES, [],
                 TrainConfig(**dict(TINY, lr=1e-2), method_overrides={"mu": 2, "beta": 0.0}), seed=0, progress=False)
     assert any(r["ratio_max"] > 1 + 1e-6 or r["ratio_min"] < 1 - 1e-6 for r in res.curve if r["step"])
+    assert all(r["grad_norm"] > 0 for r in res.curve if r["step"])  # a mean of norms: positive
 
 
 def test_each_inner_iteration_step_and_seed_draws_its_own_masks(monkeypatch, one_thread):

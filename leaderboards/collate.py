@@ -25,6 +25,10 @@ rollout budget), both taken over the seeds the two rows share (a row with seeds 
 row with seeds 0,1 is compared on seeds 0 and 1 only: seeds draw the same base evaluation and prompt
 order, so a ratio over different seed sets would mix seed luck into it); `ratio_seeds` names those seeds.
 Empty where diffu-grpo has no row, the two share no seed, or diffu-grpo's gain over them is 0.
+`ratio_note` says when diffu-grpo's own gain interval includes 0 (the markdown marks the ratio with †): a
+ratio to a gain that cannot be told from zero is noise. `hardware` is what the wall time was measured on:
+the GPU's name for runs whose `device` was a CUDA device (older summaries without `device`: a GPU named in
+their `hardware`), else "CPU"; a row whose seeds ran on different machines lists each.
 
 Failures. A summary that cannot be read (corrupt JSON, wrong schema_version, a field the leaderboard
 shows is missing or not a finite number) or a second run of the same (task, model, method, seed) is

@@ -311,3 +311,49 @@ def test_on_an_image_task_policy_old_and_reference_share_the_codebook_normalisat
                 TrainConfig(**dict(TINY, steps=1, lr=1e-2), method_overrides={"mu": 2, "beta": 0.0}), seed=0,
                 progress=False)
     assert res.curve[-1]["ratio_max"] > 1.0 + 1e-6 or res.curve[-1]["ratio_min"] < 1.0 - 1e-6  # old pass in play
+
+
+def test_rollout_and_mask_randomness_is_fresh_each_step_and_keyed_by_the_run_seed(monkeypatch, one_thread):
+    # every rollout row is decoded with its own seed; over two steps that each draw all 6 prompts, no seed
+    # may repeat (a loop that reused a step's noise would hand the decoder the same seeds again), and a run
+    # with another seed must hand out other seeds, other prompt orders and other mask streams (batch seeds)
+    import dataclasses
+
+    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
+
+    import trainers.loop as loop
+    from harness.sampling import generate
+    from trainers.loop import TrainConfig, train
+
+    real_get = loop.get_method
+
+    def run(seed):
+        used, prompts, batch_seeds = [], [], []
+
+        def recording_generate(model, ids, attn, decode, seeds=None, token_range=None):
+            used.append(list(seeds))
+            prompts.append(ids[:, -3:].tolist())
+            return generate(model, ids, attn, decode, seeds=seeds, token_range=token_range)
+
+        def recording(name):
+            m = real_get(name)
+
+            def views(j, batch, cfg, gen):
+                batch_seeds.append(batch.seed)
+                return m.views(j, batch, cfg, gen)
+            return dataclasses.replace(m, views=views)
+
+        monkeypatch.setattr(loop, "get_method", recording)
+        train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [],
+              TrainConfig(**dict(TINY, prompts_per_step=6), method_overrides={"mu": 1}), seed=seed, progress=False,
+              generate_fn=recording_generate)
+        return used, prompts, batch_seeds
+
+    seeds0, prompts0, batch0 = run(0)
+    assert len(seeds0) == 2 and len(seeds0[0]) == len(seeds0[1]) == 18  # 2 steps x 6 prompts x 3 completions
+    assert len(set(seeds0[0]) | set(seeds0[1])) == 36  # no seed used twice, within or across steps
+    assert len(batch0) == 2 and batch0[0] != batch0[1]  # each step's mask streams have their own seed
+    seeds1, prompts1, batch1 = run(1)
+    assert not set(seeds0[0] + seeds0[1]) & set(seeds1[0] + seeds1[1])
+    assert prompts0 != prompts1  # the prompt order is shuffled per run seed
+    assert not set(batch0) & set(batch1)

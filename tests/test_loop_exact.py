@@ -357,3 +357,23 @@ def test_rollout_and_mask_randomness_is_fresh_each_step_and_keyed_by_the_run_see
     assert not set(seeds0[0] + seeds0[1]) & set(seeds1[0] + seeds1[1])
     assert prompts0 != prompts1  # the prompt order is shuffled per run seed
     assert not set(batch0) & set(batch1)
+
+
+def test_logged_gradient_norm_is_the_mean_over_the_steps_updates(one_thread):
+    # the accelerator reports norms 1, 3 (step 1's two updates), 5, 7 (step 2's): the curve logs each step's
+    # mean over its updates, 2 and 6 (the clipping itself still happens in the real call)
+    from accelerate import Accelerator
+    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
+
+    from trainers.loop import TrainConfig, train
+
+    class Scripted(Accelerator):
+        norms = iter([1.0, 3.0, 5.0, 7.0])
+
+        def clip_grad_norm_(self, parameters, max_norm, norm_type=2):
+            super().clip_grad_norm_(parameters, max_norm, norm_type)
+            return torch.tensor(next(self.norms))
+
+    res = train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [], TrainConfig(**TINY, method_overrides={"mu": 2}),
+                seed=0, progress=False, accelerator=Scripted(cpu=True))
+    assert [r["grad_norm"] for r in res.curve if r["step"]] == [2.0, 6.0]

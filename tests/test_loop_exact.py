@@ -377,3 +377,22 @@ def test_logged_gradient_norm_is_the_mean_over_the_steps_updates(one_thread):
     res = train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [], TrainConfig(**TINY, method_overrides={"mu": 2}),
                 seed=0, progress=False, accelerator=Scripted(cpu=True))
     assert [r["grad_norm"] for r in res.curve if r["step"]] == [2.0, 6.0]
+
+
+def test_without_resume_a_run_starts_over_even_where_a_checkpoint_exists(tmp_path, one_thread):
+    # resume is opt-in: a second run into the same folder without it trains steps 1..3 from its own initial
+    # weights (the harness's CLI refuses such a folder unless --overwrite; the loop itself just starts over)
+    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
+
+    from trainers.loop import TrainConfig, train
+
+    cfg = TrainConfig(**dict(TINY, steps=3), method_overrides={"mu": 1})
+    fresh = TinyBert()
+    train(fresh, ToyTask(), "diffu-grpo", EXAMPLES, [], cfg, seed=0, progress=False)
+    # the folder holds another run's checkpoint (seed 1): resuming from it would be refused or change the weights
+    train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [], TrainConfig(**dict(TINY, steps=2), method_overrides={"mu": 1}),
+          seed=1, out_dir=tmp_path, progress=False, checkpoint_every=1)
+    again = TinyBert()
+    res = train(again, ToyTask(), "diffu-grpo", EXAMPLES, [], cfg, seed=0, out_dir=tmp_path, progress=False)
+    assert [r["step"] for r in res.curve] == [1, 2, 3] and res.rollouts_generated == 3 * 2 * 3
+    assert torch.allclose(_weights(fresh), _weights(again), atol=1e-6)

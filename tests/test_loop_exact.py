@@ -396,3 +396,26 @@ def test_without_resume_a_run_starts_over_even_where_a_checkpoint_exists(tmp_pat
     res = train(again, ToyTask(), "diffu-grpo", EXAMPLES, [], cfg, seed=0, out_dir=tmp_path, progress=False)
     assert [r["step"] for r in res.curve] == [1, 2, 3] and res.rollouts_generated == 3 * 2 * 3
     assert torch.allclose(_weights(fresh), _weights(again), atol=1e-6)
+
+
+def test_checkpoints_on_their_cadence_and_the_result_names_the_last_one(tmp_path, monkeypatch, one_thread):
+    # checkpoint_every 2 over 3 steps: saved after step 2 (a multiple of 2) and after the last step, 3
+    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
+
+    from trainers import checkpoint as ckpt
+    from trainers.loop import TrainConfig, train
+
+    steps, real_save = [], ckpt.save
+
+    def recording_save(path, **kw):
+        steps.append(kw["step"])
+        return real_save(path, **kw)
+
+    monkeypatch.setattr(ckpt, "save", recording_save)
+    cfg = TrainConfig(**dict(TINY, steps=3), method_overrides={"mu": 1})
+    res = train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [], cfg, seed=0, out_dir=tmp_path, progress=False,
+                checkpoint_every=2)
+    assert steps == [2, 3]
+    assert res.checkpoint == str(ckpt.checkpoint_path(tmp_path)) and (tmp_path / "checkpoints" / "last.pt").exists()
+    assert 0 < res.wall_time_s < 300  # seconds of training, not a clock reading
+    assert train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [], cfg, seed=0, progress=False).checkpoint is None

@@ -86,6 +86,11 @@ EXAMPLES = [Example(id=i, prompt=p, reference=r) for i, (p, r) in
 TINY = dict(steps=2, prompts_per_step=2, num_generations=3, lr=1e-3, temperature=1.0, eval_every=0)
 
 
+def weights(model):
+    """Every parameter of a model adapter's module, flattened and copied: compare before/after training."""
+    return torch.cat([p.detach().flatten().clone() for p in model.module.parameters()])
+
+
 def uneven_batch(B=12, P=5, L=8, seed=0):
     """B rows with left-padded prompts of 1..P real tokens (the first half's longest is 3, so a process that
     holds only those rows pads to 3, not P), completions valid for 3..8 tokens and rows with different

@@ -5,13 +5,21 @@ values can be chosen small enough to work out on paper."""
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
 import torch
+from accelerate import Accelerator
+from fakes import EXAMPLES, TINY, TinyBert, ToyImageTask, ToyTask, weights
 
+import trainers.loop as loop
+from harness.sampling import generate
+from trainers import checkpoint as ckpt
 from trainers.estimators import MaskedView
-from trainers.loop import _Run
+from trainers.grpo import LossOutput
+from trainers.loop import TrainConfig, TrainingDiverged, _Run, train
+from trainers.methods import get_method
 
 
 def _sync_run(ref_value: float, policy_value: float, every: int, alpha: float, updates_done: int):
@@ -105,17 +113,9 @@ def test_global_views_gather_what_normalisers_read_from_every_process_in_process
 
 
 # ---- the training loop's bookkeeping, end to end on the 2-layer fake (tests/fakes.py) ---------------------
-def _weights(model):
-    return torch.cat([p.detach().flatten().clone() for p in model.module.parameters()])
-
-
 def test_resume_restores_a_refreshed_reference(tmp_path, one_thread):
     # beta > 0 and ref <- 0.5 policy + 0.5 ref after every update: from step 2 on the reference differs from
     # the base model, so a resume that forgot it (reloading the base as reference) trains differently
-    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
-
-    from trainers.loop import TrainConfig, train
-
     over = {"mu": 1, "beta": 0.5, "ref_sync_every": 1, "ref_sync_alpha": 0.5, "loss_norm": "token"}
     straight = TinyBert()
     full = train(straight, ToyTask(), "diffu-grpo", EXAMPLES, [], TrainConfig(**dict(TINY, steps=3), method_overrides=over),
@@ -126,7 +126,7 @@ def test_resume_restores_a_refreshed_reference(tmp_path, one_thread):
     res = train(resumed, ToyTask(), "diffu-grpo", EXAMPLES, [], TrainConfig(**dict(TINY, steps=3), method_overrides=over),
                 seed=0, out_dir=tmp_path, progress=False, resume=True)
     assert res.curve[-1]["kl"] == pytest.approx(full.curve[-1]["kl"], rel=1e-5, abs=1e-9)
-    assert torch.allclose(_weights(straight), _weights(resumed), atol=1e-6)
+    assert torch.allclose(weights(straight), weights(resumed), atol=1e-6)
 
 
 def test_budget_counters_by_hand(one_thread):
@@ -134,10 +134,6 @@ def test_budget_counters_by_hand(one_thread):
     # 4 model calls per RL step (one per decoder step) -> train_nfe = 2 steps x 4 = 8; completions 2 x 2 x 3 = 12.
     # diffu-grpo, mu 1, beta 0.1: per step one view scored by the policy and one by the reference, no old
     # policy (mu = 1) -> 2 forward passes a step, 4 in all
-    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
-
-    from trainers.loop import TrainConfig, train
-
     res = train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [],
                 TrainConfig(**TINY, method_overrides={"mu": 1, "beta": 0.1}), seed=0, progress=False)
     assert (res.train_nfe, res.rollouts_generated, res.rollout_budget, res.train_forwards) == (8, 12, 12, 4)
@@ -149,9 +145,7 @@ def test_budget_counters_by_hand(one_thread):
 
 
 def test_the_default_evaluator_scores_the_test_examples_every_step_when_eval_every_is_one(one_thread):
-    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
 
-    from trainers.loop import TrainConfig, train
 
     res = train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, EXAMPLES[:2],
                 TrainConfig(**dict(TINY, eval_every=1), method_overrides={"mu": 1}), seed=0, progress=False)
@@ -159,25 +153,16 @@ def test_the_default_evaluator_scores_the_test_examples_every_step_when_eval_eve
     assert all(isinstance(r.get("eval_accuracy"), float) for r in res.curve)  # steps 0, 1 and 2
 
 
-def _with_loss(monkeypatch, name, loss_fn):
-    """Train `name` with its loss replaced by `loss_fn` (everything else, views and rollouts, real)."""
-    import dataclasses
-
-    import trainers.loop as loop
-
-    real = loop.get_method
-    monkeypatch.setattr(loop, "get_method", lambda n: dataclasses.replace(real(n), loss=loss_fn) if n == name else real(n))
+def _patch_method(monkeypatch, make):
+    """The loop gets each method with the fields `make(method)` returns replaced (always wrapping the registry's
+    method, so patching twice replaces, never stacks)."""
+    monkeypatch.setattr(loop, "get_method", lambda n: dataclasses.replace(get_method(n), **make(get_method(n))))
 
 
 def test_logged_loss_is_the_global_row_mean_of_per_sequence_shares_by_hand(monkeypatch, one_thread):
     # a stand-in loss whose share for global row r (0..5 of the step's 2 x 3 rows) is r + 1, with a zero
     # gradient path through the log-probs. Each update's loss is sum_r (r + 1) / B = 21 / 6 = 3.5 whatever the
     # micro-batching (here 3 micro-batches of 2 rows); mu = 2 updates a step -> the logged mean is 3.5
-    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
-
-    from trainers.grpo import LossOutput
-    from trainers.loop import TrainConfig, train
-
     seen = []
 
     def share_loss(inp, cfg):
@@ -186,7 +171,7 @@ def test_logged_loss_is_the_global_row_mean_of_per_sequence_shares_by_hand(monke
         per = inp.logp[0].sum(1) * 0.0 + (rows + 1).float()
         return LossOutput(per_sequence=per, scored=inp.views[0].score)
 
-    _with_loss(monkeypatch, "diffu-grpo", share_loss)
+    _patch_method(monkeypatch, lambda m: {"loss": share_loss})
     res = train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [],
                 TrainConfig(**dict(TINY, micro_batch_size=2), method_overrides={"mu": 2, "beta": 0.0}), seed=0,
                 progress=False)
@@ -198,32 +183,23 @@ def test_gradient_clipping_bounds_the_first_update(monkeypatch, one_thread):
     # AdamW's first step is lr * g / (|g| + 1e-8) per weight: scale-free, unless the clipped gradient is far
     # below eps. Clipped to a norm of 1e-12, every weight moves by at most lr * 1e-12 / 1e-8 = 1e-7 (plus weight
     # decay, lr * 0.1 * |w|); unclipped, the same step moves some weight by about lr = 1e-3
-    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
-
-    from trainers.loop import TrainConfig, train
-
     moved = {}
     for clip in (1e-12, None):
         model = TinyBert()
-        before = _weights(model)
+        before = weights(model)
         train(model, ToyTask(), "diffu-grpo", EXAMPLES, [],
               TrainConfig(**dict(TINY, steps=1, max_grad_norm=clip, weight_decay=0.0),
                           method_overrides={"mu": 1, "beta": 0.0}), seed=0, progress=False)
-        moved[clip] = (_weights(model) - before).abs().max().item()
+        moved[clip] = (weights(model) - before).abs().max().item()
     assert moved[1e-12] <= 1.1e-7 and moved[None] > 5e-4
 
 
 def test_a_non_finite_gradient_with_a_finite_loss_raises(monkeypatch, one_thread):
     # sqrt(0 * x) is 0, but its gradient 0.5 / sqrt(0) * 0 is NaN: the loss check passes, the norm check must not
-    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
-
-    from trainers.grpo import LossOutput
-    from trainers.loop import TrainConfig, TrainingDiverged, train
-
     def nan_grad(inp, cfg):
         return LossOutput(per_sequence=torch.sqrt(inp.logp[0].sum(1) * 0.0), scored=inp.views[0].score)
 
-    _with_loss(monkeypatch, "diffu-grpo", nan_grad)
+    _patch_method(monkeypatch, lambda m: {"loss": nan_grad})
     with pytest.raises(TrainingDiverged, match=r"non-finite gradient norm at step 1, inner update 0 \(diffu-grpo\)"):
         train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [], TrainConfig(**TINY, method_overrides={"mu": 1}),
               seed=0, progress=False)
@@ -233,10 +209,6 @@ def test_forward_pass_counts_without_reference_and_without_old_policy_by_hand(on
     # diffu-grpo with beta 0 keeps no reference: mu 1 -> 1 pass a step (the policy's), 2 in all.
     # wd1 computes no importance ratio (no old policy) and has no KL by default: mu 2 -> 2 views a step,
     # each scored once by the policy -> 4 in all (an old-policy pass would add 1 a step, a reference 2)
-    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
-
-    from trainers.loop import TrainConfig, train
-
     res = train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [],
                 TrainConfig(**TINY, method_overrides={"mu": 1, "beta": 0.0}), seed=0, progress=False)
     assert res.train_forwards == 2
@@ -249,10 +221,6 @@ def test_forward_pass_counts_without_reference_and_without_old_policy_by_hand(on
 def test_with_mu_two_the_second_update_sees_a_ratio_other_than_one(one_thread):
     # update 1 is scored against the old log-probs taken before update 0, so once update 0 moved the weights
     # its ratio leaves 1 (update 0 is on-policy: ratio exactly 1)
-    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
-
-    from trainers.loop import TrainConfig, train
-
     res = train(TinyBert(), ToyTask(), "maskgrpo", EXAMPLES, [],
                 TrainConfig(**dict(TINY, lr=1e-2), method_overrides={"mu": 2, "beta": 0.0}), seed=0, progress=False)
     assert any(r["ratio_max"] > 1 + 1e-6 or r["ratio_min"] < 1 - 1e-6 for r in res.curve if r["step"])
@@ -262,26 +230,16 @@ def test_with_mu_two_the_second_update_sees_a_ratio_other_than_one(one_thread):
 def test_each_inner_iteration_step_and_seed_draws_its_own_masks(monkeypatch, one_thread):
     # the views of (seed, step, j) come from their own generator: iteration 0 and 1 of a step, the same j in
     # two steps, and two seeds must not share their masks
-    import dataclasses
-
-    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
-
-    import trainers.loop as loop
-    from trainers.loop import TrainConfig, train
-
-    real_get = loop.get_method
     drawn = []
 
-    def recording(name):
-        m = real_get(name)
-
+    def recording(m):
         def views(j, batch, cfg, gen):
             out = m.views(j, batch, cfg, gen)
             drawn.append(torch.cat([v.input_ids for v in out]).clone())
             return out
-        return dataclasses.replace(m, views=views)
+        return {"views": views}
 
-    monkeypatch.setattr(loop, "get_method", recording)
+    _patch_method(monkeypatch, recording)
     masks = {}
     for seed in (0, 1):
         drawn.clear()
@@ -299,10 +257,6 @@ def test_on_an_image_task_policy_old_and_reference_share_the_codebook_normalisat
     # image tokens are scored by a softmax over the codebook ids only (token_range). If any of the policy,
     # old-policy or reference passes normalised over the whole vocabulary instead, the first, on-policy
     # update would see log-prob differences: ratio != 1 and k3 != 0. With all three alike: exactly 1 and 0.
-    from fakes import EXAMPLES, TINY, TinyBert, ToyImageTask
-
-    from trainers.loop import TrainConfig, train
-
     res = train(TinyBert(image=True), ToyImageTask(), "maskgrpo", EXAMPLES, [],
                 TrainConfig(**dict(TINY, steps=1), method_overrides={"mu": 1, "beta": 0.1}), seed=0, progress=False)
     row = res.curve[-1]
@@ -317,16 +271,6 @@ def test_rollout_and_mask_randomness_is_fresh_each_step_and_keyed_by_the_run_see
     # every rollout row is decoded with its own seed; over two steps that each draw all 6 prompts, no seed
     # may repeat (a loop that reused a step's noise would hand the decoder the same seeds again), and a run
     # with another seed must hand out other seeds, other prompt orders and other mask streams (batch seeds)
-    import dataclasses
-
-    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
-
-    import trainers.loop as loop
-    from harness.sampling import generate
-    from trainers.loop import TrainConfig, train
-
-    real_get = loop.get_method
-
     def run(seed):
         used, prompts, batch_seeds = [], [], []
 
@@ -335,15 +279,13 @@ def test_rollout_and_mask_randomness_is_fresh_each_step_and_keyed_by_the_run_see
             prompts.append(ids[:, -3:].tolist())
             return generate(model, ids, attn, decode, seeds=seeds, token_range=token_range)
 
-        def recording(name):
-            m = real_get(name)
-
+        def recording(m):
             def views(j, batch, cfg, gen):
                 batch_seeds.append(batch.seed)
                 return m.views(j, batch, cfg, gen)
-            return dataclasses.replace(m, views=views)
+            return {"views": views}
 
-        monkeypatch.setattr(loop, "get_method", recording)
+        _patch_method(monkeypatch, recording)
         train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [],
               TrainConfig(**dict(TINY, prompts_per_step=6), method_overrides={"mu": 1}), seed=seed, progress=False,
               generate_fn=recording_generate)
@@ -362,11 +304,6 @@ def test_rollout_and_mask_randomness_is_fresh_each_step_and_keyed_by_the_run_see
 def test_logged_gradient_norm_is_the_mean_over_the_steps_updates(one_thread):
     # the accelerator reports norms 1, 3 (step 1's two updates), 5, 7 (step 2's): the curve logs each step's
     # mean over its updates, 2 and 6 (the clipping itself still happens in the real call)
-    from accelerate import Accelerator
-    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
-
-    from trainers.loop import TrainConfig, train
-
     class Scripted(Accelerator):
         norms = iter([1.0, 3.0, 5.0, 7.0])
 
@@ -382,10 +319,6 @@ def test_logged_gradient_norm_is_the_mean_over_the_steps_updates(one_thread):
 def test_without_resume_a_run_starts_over_even_where_a_checkpoint_exists(tmp_path, one_thread):
     # resume is opt-in: a second run into the same folder without it trains steps 1..3 from its own initial
     # weights (the harness's CLI refuses such a folder unless --overwrite; the loop itself just starts over)
-    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
-
-    from trainers.loop import TrainConfig, train
-
     cfg = TrainConfig(**dict(TINY, steps=3), method_overrides={"mu": 1})
     fresh = TinyBert()
     train(fresh, ToyTask(), "diffu-grpo", EXAMPLES, [], cfg, seed=0, progress=False)
@@ -395,16 +328,11 @@ def test_without_resume_a_run_starts_over_even_where_a_checkpoint_exists(tmp_pat
     again = TinyBert()
     res = train(again, ToyTask(), "diffu-grpo", EXAMPLES, [], cfg, seed=0, out_dir=tmp_path, progress=False)
     assert [r["step"] for r in res.curve] == [1, 2, 3] and res.rollouts_generated == 3 * 2 * 3
-    assert torch.allclose(_weights(fresh), _weights(again), atol=1e-6)
+    assert torch.allclose(weights(fresh), weights(again), atol=1e-6)
 
 
 def test_checkpoints_on_their_cadence_and_the_result_names_the_last_one(tmp_path, monkeypatch, one_thread):
     # checkpoint_every 2 over 3 steps: saved after step 2 (a multiple of 2) and after the last step, 3
-    from fakes import EXAMPLES, TINY, TinyBert, ToyTask
-
-    from trainers import checkpoint as ckpt
-    from trainers.loop import TrainConfig, train
-
     steps, real_save = [], ckpt.save
 
     def recording_save(path, **kw):

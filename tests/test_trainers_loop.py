@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from fakes import EXAMPLES, TINY, TinyBert, ToyImageTask, ToyTask
+from fakes import EXAMPLES, TINY, TinyBert, ToyImageTask, ToyTask, weights
 
 from tasks.rewards import per_item
 from trainers import METHODS
@@ -21,10 +21,6 @@ MU2 = {"mu": 2}
 @pytest.fixture(autouse=True)
 def _one_thread(one_thread):
     """Tiny tensors: one intra-op thread (the shared fixture in conftest.py)."""
-
-
-def weights(model):
-    return torch.cat([p.detach().flatten().clone() for p in model.module.parameters()])
 
 
 @pytest.mark.parametrize("method", METHODS.names())

@@ -936,3 +936,50 @@ def test_spg_block_bounds_average_the_elbo_over_covered_tokens_only_by_hand():
     view = type("V", (), {"score": region.clone(), "weight": torch.ones(1, 4), "region": region})()
     elbo, eubo = spg.bounds([torch.tensor([[-1.0, -2.0, -3.0, -4.0]])], [view], 1.0)
     assert elbo.item() == pytest.approx(-1.5) and eubo.item() == pytest.approx(-1.5)
+
+
+# ---- recipes and the method registry: what a recipe hands each method, and what a user is told ------------
+def test_equal_recipe_keeps_the_implementation_its_committed_results_were_made_with():
+    """`--recipe equal` must reproduce the committed results: per-completion averaging, a frozen reference,
+    maskgrpo scoring up to the first EOS only; on embedded tasks also the shared mu 4 and beta 0.1 (README,
+    docs/RL_SETTINGS.md). Written out by hand from those docs, not read from trainers/recipes.py."""
+    from trainers.recipes import recipe_settings
+
+    mg = {"loss_norm": "sequence", "ref_sync_every": 0, "score_padding": False}
+    assert recipe_settings("equal", "maskgrpo", False) == ({}, mg)
+    assert recipe_settings("equal", "maskgrpo", True) == ({}, {**mg, "mu": 4, "beta": 0.1})
+    assert recipe_settings("equal", "spg", True) == (
+        {}, {"loss_norm": "sequence", "estimator": "block", "num_mc": 3, "mu": 4, "beta": 0.1})
+    # a method the recipe tables do not know (a user's new method file) gets only the shared values
+    assert recipe_settings("equal", "my-method", True) == ({}, {"mu": 4, "beta": 0.1})
+    assert recipe_settings("equal", "my-method", False) == ({}, {})
+    # the paper recipe's group size goes to TrainConfig, the rest to the method
+    train_part, method_part = recipe_settings("paper", "coupled-grpo", True)
+    assert train_part == {"num_generations": 10} and method_part["mu"] == 2 and method_part["epsilon"] == 0.5
+
+
+def test_recipe_and_method_errors_say_what_to_choose_instead():
+    from trainers.methods import get_method
+    from trainers.recipes import check_recipe, recipe_settings
+
+    with pytest.raises(ValueError, match=r"^unknown recipe 'fast'; choose equal or paper$"):
+        check_recipe("fast")
+    with pytest.raises(ValueError, match=r"^unknown recipe 'fast'; choose equal or paper$"):
+        recipe_settings("fast", "maskgrpo", True)
+    with pytest.raises(ValueError, match=r"^no paper recipe for method 'my-method'; known: coupled-grpo, "
+                                         r"diffu-grpo, maskgrpo, spg, tracerl, unigrpo, wd1$"):
+        recipe_settings("paper", "my-method", True)
+    with pytest.raises(ValueError, match=r"^unknown maskgrpo setting\(s\) alpha, zeta; valid: mu, "):
+        get_method("maskgrpo").make_config(zeta=1, alpha=2, mu=3)
+
+
+def test_a_registered_method_is_found_by_its_name():
+    from trainers.methods import METHODS, Method, get_method, register
+
+    m = Method(name="test-only-method", config_cls=MethodConfig, advantages=lambda r, c: r,
+               views=lambda j, b, c, g: [])
+    try:
+        assert register(m) is m
+        assert get_method("test-only-method") is m and "test-only-method" in METHODS.names()
+    finally:
+        METHODS._items.pop("test-only-method", None)

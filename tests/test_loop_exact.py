@@ -6,6 +6,7 @@ values can be chosen small enough to work out on paper."""
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +16,7 @@ from fakes import EXAMPLES, TINY, TinyBert, ToyImageTask, ToyTask, weights
 
 import trainers.loop as loop
 from harness.sampling import generate
+from tasks.rewards import per_item
 from trainers import checkpoint as ckpt
 from trainers.estimators import MaskedView
 from trainers.grpo import LossOutput
@@ -347,3 +349,59 @@ def test_checkpoints_on_their_cadence_and_the_result_names_the_last_one(tmp_path
     assert res.checkpoint == str(ckpt.checkpoint_path(tmp_path)) and (tmp_path / "checkpoints" / "last.pt").exists()
     assert 0 < res.wall_time_s < 300  # seconds of training, not a clock reading
     assert train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [], cfg, seed=0, progress=False).checkpoint is None
+
+
+# ---- dynamic sampling inside the loop (oversample > 1): when decoding stops, what is trained on ------------
+class _AllMixedTask(ToyTask):
+    """Every row's reward is a checksum of its completion, so two different completions (all but certain for
+    8 random tokens) give different rewards: every group is mixed."""
+
+    def reward_functions(self):
+        return {"match": per_item("match", lambda ex, c, k: zlib.crc32(c.encode()) / 2 ** 32, "a checksum")}
+
+
+class _NeverMixedTask(ToyTask):
+    def reward_functions(self):
+        return {"match": per_item("match", lambda ex, c, k: 1.0, "always 1")}
+
+
+def _advantage_shapes(monkeypatch):
+    shapes = []
+
+    def make(m):
+        def spy(rewards, cfg):
+            shapes.append(tuple(rewards.shape))
+            return m.advantages(rewards, cfg)
+        return {"advantages": spy}
+    _patch_method(monkeypatch, make)
+    return shapes
+
+
+@pytest.mark.parametrize("oversample", [2, 3])
+def test_dynamic_sampling_in_the_loop_stops_after_the_first_round_when_every_group_is_mixed(
+        monkeypatch, one_thread, oversample):
+    # 2 prompts a step, G = 3, gen 8 in blocks of 4 over 4 steps (an nfe of 4 per decoded round). Every group
+    # mixed: the first round (2 prompts) already has the 2 mixed groups asked for, so each step decodes
+    # 2 x 3 = 6 rollouts and 4 NFE, not oversample x 6 - whatever the oversampling factor - and trains on
+    # 2 groups of 3
+    shapes = _advantage_shapes(monkeypatch)
+    res = train(TinyBert(), _AllMixedTask(), "diffu-grpo", EXAMPLES, [],
+                TrainConfig(**dict(TINY, oversample=oversample), method_overrides={"mu": 1, "beta": 0.0}), seed=0,
+                progress=False)
+    rows = [r for r in res.curve if r["step"]]
+    assert [(r["rollouts"], r["nfe"], r["zero_std_frac"], r["kept_mixed_frac"]) for r in rows] == [(6, 4, 0.0, 1.0)] * 2
+    assert shapes == [(2, 3), (2, 3)] and res.rollouts_generated == 12
+    assert res.rollout_budget == 2 * (2 * oversample) * 3  # the cap, had no group been mixed
+
+
+def test_dynamic_sampling_in_the_loop_decodes_every_round_when_no_group_is_mixed_and_trains_on_prompts_per_step(
+        monkeypatch, one_thread):
+    # no group is ever mixed: both rounds of oversample 2 are decoded (12 rollouts, 2 x 4 NFE), and the step
+    # still trains on the first prompts_per_step = 2 groups, never on all 4 decoded
+    shapes = _advantage_shapes(monkeypatch)
+    res = train(TinyBert(), _NeverMixedTask(), "diffu-grpo", EXAMPLES, [],
+                TrainConfig(**dict(TINY, oversample=2), method_overrides={"mu": 1, "beta": 0.0}), seed=0,
+                progress=False)
+    rows = [r for r in res.curve if r["step"]]
+    assert [(r["rollouts"], r["nfe"], r["zero_std_frac"], r["kept_mixed_frac"]) for r in rows] == [(12, 8, 1.0, 0.0)] * 2
+    assert shapes == [(2, 3), (2, 3)]

@@ -983,3 +983,18 @@ def test_a_registered_method_is_found_by_its_name():
         assert get_method("test-only-method") is m and "test-only-method" in METHODS.names()
     finally:
         METHODS._items.pop("test-only-method", None)
+
+
+def test_unigrpo_start_ratio_is_drawn_anew_from_each_batch_seed():
+    # each row's start ratio u comes from the batch's seed (a fresh u every step) and view j = 0 hides each
+    # position with probability u, the draws coming from the iteration's generator: with one generator seed,
+    # one batch seed gives the same mask twice and another batch seed another mask (64 positions a row)
+    from trainers import unigrpo
+
+    def hidden(seed):
+        b = _batch(2, 64)
+        b.seed = seed
+        return unigrpo.views(0, b, unigrpo.UniGRPOConfig(mu=2), torch.Generator().manual_seed(0))[0].score
+
+    assert torch.equal(hidden(1), hidden(1))
+    assert not torch.equal(hidden(1), hidden(2))

@@ -7,9 +7,10 @@ the definitions in DESIGN.md section 4 with pencil-and-paper arithmetic.
 
 import math
 
+import pytest
 import torch
 
-from harness.sampling import DecodeConfig, _Run, generate
+from harness.sampling import DecodeConfig, _gumbel_argmax, _Run, _Vocab, generate
 
 V, MASK = 8, 7  # vocabulary of the table models; the mask id is the last id
 NEG = -math.inf
@@ -196,3 +197,365 @@ def test_emerge_and_maskgit_outputs_stay_on_the_input_device_whatever_the_defaul
         assert out.commit_step.device.type == "cpu" and out.sequences.device.type == "cpu"
         assert out.commit_step.tolist() == steps
         assert out.sequences.tolist() == [[3, 4, 2, 3, 4]]
+
+
+# ------------------------------------------------------------------------------------------------------
+# dream (Dream's diffusion_generate): ts = linspace(1, eps, T+1) in float32; at step i (t = ts[i], s = ts[i+1])
+# with n positions still masked, `origin` reveals each with probability 1 - s/t, the other algs commit the
+# k = int(n (1 - s/t)) most confident (float32 arithmetic, as Dream's); the last step commits all n.
+# Schedules used below:
+#   T=3, eps=.25: ts = [1, .75, .5, .25] (exact in float32). i=0: 1 - s/t = .25. i=1: .5/.75 rounds to
+#     0.66666669 in float32, so 1 - s/t = 0.33333331: n=4 -> int(1.3333333) = 1, n=3 -> int(0.99999994) = 0
+#     (float64 would give 1). i=2 is the last step.
+#   T=2, eps=.5: ts = [1, .75, .5]. i=0: 1 - s/t = .25; i=1 is the last step.
+
+
+def dist_table(*rows):
+    """Position i: logit log p for each {id: p} of rows[i], -inf (probability 0) for every other id, so the softmax
+    over the whole vocabulary gives back these probabilities."""
+    table = torch.full((len(rows), V), NEG)
+    for i, row in enumerate(rows):
+        for t, p in row.items():
+            table[i, t] = math.log(p)
+    return table
+
+
+def dream(alg, L, T, eps, **kw):
+    return DecodeConfig("dream", gen_length=L, steps=T, eps=eps, alg=alg, **kw)
+
+
+def test_dream_maskgit_plus_commits_the_most_probable_sampled_tokens_on_the_schedule():
+    # L=5, T=3, eps=.25: k = int(5 * .25) = 1 at i=0, int(4 * 0.33333331) = 1 at i=1, the 3 left at i=2.
+    # Greedy token (the mask id is never sampled) and its probability (mask id included in the softmax):
+    #   pos 0: {2: .3, mask: .7} -> 2, .3     pos 1: {3: .6, 4: .4} -> 3, .6
+    #   pos 2: {4: .2, 5: .1, mask: .7} -> 4, .2     pos 3: {5: .9, mask: .1} -> 5, .9
+    #   pos 4: {6: .5, 0: .25, 1: .25} -> 6, .5
+    # i=0: pos 3 (.9); i=1: pos 1 (.6 > .5 > .3 > .2); i=2: 0, 2, 4
+    table = dist_table({2: .3, MASK: .7}, {3: .6, 4: .4}, {4: .2, 5: .1, MASK: .7}, {5: .9, MASK: .1},
+                       {6: .5, 0: .25, 1: .25})
+    out = generate(TableModel(table, P=2), PROMPT, PMASK, dream("maskgit_plus", 5, 3, 0.25), seeds=[0])
+    assert out.commit_step.tolist() == [[2, 1, 2, 0, 2]]
+    assert out.sequences.tolist() == [[3, 4, 2, 3, 4, 5, 6]]
+    assert out.nfe == 3
+
+
+def test_dream_commit_count_is_float32_and_a_step_may_commit_nothing():
+    # L=4, T=3, eps=.25: i=0: k = int(4 * .25) = 1; i=1: n=3, k = int(3 * 0.33333331) = int(0.99999994) = 0, nothing
+    # is committed (but the model is still called); i=2: the last 3.
+    # one_token_table: position i -> token 2+i with probability p_i = [.6, .9, .7, .8]: i=0 commits pos 1
+    table = one_token_table([math.log(p) for p in (.6, .9, .7, .8)])
+    out = generate(TableModel(table, P=2), PROMPT, PMASK, dream("maskgit_plus", 4, 3, 0.25), seeds=[0])
+    assert out.commit_step.tolist() == [[2, 0, 2, 2]]
+    assert out.sequences.tolist() == [[3, 4, 2, 3, 4, 5]]
+    assert out.nfe == 3
+
+
+def test_dream_entropy_ranks_by_sum_p_log_p():
+    # conf = sum p log(p + 1e-10) (0 for the ids of probability 0); L=5, T=3, eps=.25 -> commit 1, 1, 3
+    #   pos 0: {0: .4, 1: .2, 2: .2, 3: .2}: .4 ln .4 + .6 ln .2 = -.3665 - .9657 = -1.3322; token 0
+    #   pos 1: {3: .8, 4/5/6/0: .05}: .8 ln .8 + .2 ln .05 = -.1785 - .5991 = -.7777; token 3
+    #   pos 2: {4: .6, 5: .4}: .6 ln .6 + .4 ln .4 = -.3065 - .3665 = -.6730; token 4
+    #   pos 3: {5: .5, 6: .3, 1: .2}: -.3466 - .3612 - .3219 = -1.0297; token 5
+    #   pos 4: {6: .95, mask: .05}: .95 ln .95 + .05 ln .05 = -.0487 - .1498 = -.1985; token 6 (mask id banned)
+    # i=0: pos 4; i=1: pos 2 (-.6730 > -.7777); i=2: 0, 1, 3.
+    # (sum p log(p + 1) would rank pos 1 (.4800) above pos 2 (.4166); the probability of the sampled token would
+    # too (.8 > .6), and so would the top-2 margin (.75 > .2))
+    table = dist_table({0: .4, 1: .2, 2: .2, 3: .2}, {3: .8, 4: .05, 5: .05, 6: .05, 0: .05}, {4: .6, 5: .4},
+                       {5: .5, 6: .3, 1: .2}, {6: .95, MASK: .05})
+    out = generate(TableModel(table, P=2), PROMPT, PMASK, dream("entropy", 5, 3, 0.25), seeds=[0])
+    assert out.commit_step.tolist() == [[2, 2, 1, 2, 0]]
+    assert out.sequences.tolist() == [[3, 4, 0, 3, 4, 5, 6]]
+
+
+def test_dream_topk_margin_ranks_by_top1_minus_top2_probability():
+    # conf = top-1 - top-2 probability over the whole vocabulary (mask id included); L=5, T=3, eps=.25 -> 1, 1, 3
+    #   pos 0: {2: .5, 3: .45, 4: .05}: .5 - .45 = .05; token 2
+    #   pos 1: {3: .65, 0/1/2/4/5: .07}: .65 - .07 = .58; token 3
+    #   pos 2: {4: .7, 5: .3}: .4; token 4
+    #   pos 3: {5: .45, mask: .55}: .55 - .45 = .1; token 5 (the mask id is never sampled, but its probability counts)
+    #   pos 4: {6: .8, 0: .1, 1: .1}: .7; token 6
+    # i=0: pos 4 (.7); i=1: pos 1 (.58 > .4); i=2: 0, 2, 3
+    # (the probability of the sampled token would take pos 2 (.7 > .65) at i=1, top-1 + top-2 pos 2 or 3 (1.0) at i=0)
+    table = dist_table({2: .5, 3: .45, 4: .05}, {3: .65, 0: .07, 1: .07, 2: .07, 4: .07, 5: .07}, {4: .7, 5: .3},
+                       {5: .45, MASK: .55}, {6: .8, 0: .1, 1: .1})
+    out = generate(TableModel(table, P=2), PROMPT, PMASK, dream("topk_margin", 5, 3, 0.25), seeds=[0])
+    assert out.commit_step.tolist() == [[2, 1, 2, 2, 0]]
+    assert out.sequences.tolist() == [[3, 4, 2, 3, 4, 5, 6]]
+
+
+def test_dream_topk_margin_over_a_two_id_codebook_range():
+    # token_range=(2, 4): ids 2 and 3 only, probabilities renormalised over them (the mask id 7 and id 0, both with
+    # large logits, are outside the range and ignored); margin = |p2 - p3|. L=5, T=3, eps=.25 -> 1, 1, 3
+    #   pos 0: (.6, .4) -> .2, token 2   pos 1: (.1, .9) -> .8, token 3   pos 2: (.3, .7) -> .4, token 3
+    #   pos 3: (.55, .45) -> .1, token 2   pos 4: (.75, .25) -> .5, token 2
+    # i=0: pos 1; i=1: pos 4; i=2: 0, 2, 3
+    pairs = [(.6, .4), (.1, .9), (.3, .7), (.55, .45), (.75, .25)]
+    table = dist_table(*({2: a, 3: b, 0: .9, MASK: 5.0} for a, b in pairs))
+    cfg = dream("topk_margin", 5, 3, 0.25)
+    out = generate(TableModel(table, P=2), PROMPT, PMASK, cfg, seeds=[0], token_range=(2, 4))
+    assert out.commit_step.tolist() == [[2, 0, 2, 2, 1]]
+    assert out.sequences.tolist() == [[3, 4, 2, 3, 3, 2, 2]]
+
+
+def test_dream_ties_are_broken_as_topk_over_the_whole_row_with_the_prompt_at_minus_inf():
+    # every position has the same confidence; Dream ranks the (1, P+L) row [-inf, -inf, c, c, c, c, c] with topk,
+    # committed positions set to -inf too. L=5, T=3, eps=.25 -> 1, 1, 3; the expected picks are torch.topk's on
+    # that row (Dream's rule, independent of the decoder)
+    row = torch.tensor([[NEG, NEG, .5, .5, .5, .5, .5]])
+    first = int(row.topk(1).indices[0, 0])
+    row[0, first] = NEG
+    second = int(row.topk(1).indices[0, 0])
+    expected = [2] * 5
+    expected[first - 2], expected[second - 2] = 0, 1
+    table = one_token_table([math.log(.5)] * 5)
+    out = generate(TableModel(table, P=2), PROMPT, PMASK, dream("maskgit_plus", 5, 3, 0.25), seeds=[0])
+    assert out.commit_step.tolist() == [expected]
+
+
+def test_dream_origin_reveals_where_the_uniform_is_below_one_minus_s_over_t(monkeypatch):
+    # L=4, T=3, eps=.25: reveal iff u < 1 - s/t: .25 at i=0, 0.33333331 at i=1; i=2 reveals the rest, no draw
+    # i=0: u = [.1, .25, .3, .2499]: 0 and 3 reveal; 1 (u == .25) and 2 stay
+    # i=1: masked {1, 2}, u = [.4, .3]: 2 reveals; i=2: 1. Greedy tokens: position i -> 2+i
+    draws = Draws([.1, .25, .3, .2499], [.4, .3]).install(monkeypatch)
+    out = generate(TableModel(argmax_table(4), P=2), PROMPT, PMASK, dream("origin", 4, 3, 0.25), seeds=[0])
+    assert out.commit_step.tolist() == [[0, 2, 1, 0]]
+    assert out.sequences.tolist() == [[3, 4, 2, 3, 4, 5]]
+    assert draws.counts == [[4], [2]]
+    assert out.nfe == 3
+
+
+def test_dream_origin_last_step_fills_every_position(monkeypatch):
+    # u = .99 >= 1 - s/t at every step before the last: nothing is revealed until i = T-1 = 1, which fills all
+    # (mask id banned: argmax_table + a larger mask logit still gives token 2+i)
+    Draws(fill=.99).install(monkeypatch)
+    table = argmax_table(3)
+    table[:, MASK] = 5.0
+    out = generate(TableModel(table, P=2), PROMPT, PMASK, dream("origin", 3, 2, 0.5), seeds=[0])
+    assert out.commit_step.tolist() == [[1, 1, 1]]
+    assert out.sequences.tolist() == [[3, 4, 2, 3, 4]]
+
+
+class Picks:
+    """Stands in for torch.multinomial: call c returns the indices picks[c] and records the weights, the count and the
+    seed of the generator it was given."""
+
+    def __init__(self, *picks):
+        self.picks, self.calls = list(picks), []
+
+    def install(self, monkeypatch):
+        monkeypatch.setattr(torch, "multinomial", self)
+        return self
+
+    def __call__(self, weights, k, generator=None):
+        self.calls.append((weights.tolist(), k, None if generator is None else generator.initial_seed()))
+        return torch.tensor(self.picks.pop(0))
+
+
+def test_dream_alg_temp_samples_positions_by_softmax_of_conf_over_alg_temp_from_the_rows_generator(monkeypatch):
+    # maskgit_plus, conf p = [.2, .4, .6, .8] (position i -> token 2+i), alg_temp .5: weights over the (P+L) row =
+    # softmax(conf / .5) = softmax(2p) with the prompt and committed positions at -inf (weight 0).
+    # L=4, T=3, eps=.25: k = 1, 0 (no draw), 3. Two rows, seeds 5 and 9, each drawing from its own generator.
+    # i=0, both rows: e^.4, e^.8, e^1.2, e^1.6 = 1.4918, 2.2255, 3.3201, 4.9530 (sum 11.9905)
+    #   -> [0, 0, .12442, .18561, .27690, .41308]; the stub picks index 2 (pos 0) for row 0, 4 (pos 2) for row 1
+    # i=2: row 0 (pos 1, 2, 3 left): 2.2255, 3.3201, 4.9530 (sum 10.4986) -> [0, 0, 0, .21198, .31624, .47178]
+    #      row 1 (pos 0, 1, 3 left): 1.4918, 2.2255, 4.9530 (sum 8.6703) -> [0, 0, .17206, .25668, 0, .57126]
+    picks = Picks([2], [4], [3, 4, 5], [5, 2, 3]).install(monkeypatch)
+    table = one_token_table([math.log(p) for p in (.2, .4, .6, .8)])
+    cfg = dream("maskgit_plus", 4, 3, 0.25, alg_temp=0.5)
+    out = generate(TableModel(table, P=2), PROMPT.expand(2, 2), PMASK.expand(2, 2), cfg, seeds=[5, 9])
+    assert out.commit_step.tolist() == [[0, 2, 2, 2], [2, 2, 0, 2]]
+    assert out.sequences.tolist() == [[3, 4, 2, 3, 4, 5]] * 2
+    assert [(k, seed) for _, k, seed in picks.calls] == [(1, 5), (1, 9), (3, 5), (3, 9)]
+    expected = [[0, 0, .12442, .18561, .27690, .41308]] * 2 + [[0, 0, 0, .21198, .31624, .47178],
+                                                               [0, 0, .17206, .25668, 0, .57126]]
+    for (weights, _, _), exp in zip(picks.calls, expected):
+        assert weights == pytest.approx(exp, abs=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------
+# _Run.confidence: the sampled id at each selected position and Dream's score for it, under softmax(logits / T)
+
+
+def _conf_run(cfg, seeds=(0,), vocab=None):
+    B = len(seeds)
+    return _Run(model=None, x=torch.full((B, 2), MASK), attn=torch.ones(B, 2, dtype=torch.bool), P=0, cfg=cfg,
+                gens=[torch.Generator().manual_seed(s) for s in seeds], vocab=vocab or _Vocab(0, None, MASK),
+                mask_id=MASK)
+
+
+# two positions: A = logits {2: 0, mask: ln 3} (probabilities 1/4, 3/4), B = {3: ln .5, 4: ln .3, 5: ln .2}
+CONF_RAW = dist_table({2: 1.0, MASK: 3.0}, {3: .5, 4: .3, 5: .2})[None]  # (1, 2, V)
+ALL_SEL = torch.ones(1, 2, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("maskgit_plus", [.25, .5]),  # A: id 2 (mask id banned) has 1/4; B: id 3 has .5
+    ("topk_margin", [.5, .2]),  # A: .75 - .25 (the mask id's probability counts); B: .5 - .3
+    # A: .25 ln .25 + .75 ln .75 = -.34657 - .21576; B: .5 ln .5 + .3 ln .3 + .2 ln .2 = -.34657 - .36119 - .32189
+    # (the ids of probability 0 add 0 ln 1e-10 = 0)
+    ("entropy", [-.56234, -1.02965]),
+])
+def test_confidence_scores_each_kind_under_the_whole_vocabulary(kind, expected):
+    cfg = dream(kind, 2, 1, 0.5)
+    run = _conf_run(cfg)
+    state = run.gens[0].get_state()
+    ids, conf = run.confidence(CONF_RAW, ALL_SEL, kind)
+    assert ids.tolist() == [2, 3]
+    assert conf.dtype == torch.float32
+    assert conf.tolist() == pytest.approx(expected, abs=1e-5)
+    assert torch.equal(run.gens[0].get_state(), state)  # greedy: no noise drawn
+
+
+@pytest.mark.parametrize("kind, expected", [
+    # temperature .5: logits doubled, probabilities p^2 / sum p^2. A: 1/(1+9) = .1 and .9; B: .25, .09, .04 / .38 =
+    # .65789, .23684, .10526
+    ("topk_margin", [.8, .42105]),
+    # A: .1 ln .1 + .9 ln .9 = -.23026 - .09482; B: .65789 ln .65789 + .23684 ln .23684 + .10526 ln .10526
+    ("entropy", [-.32508, -.85358]),
+])
+def test_confidence_divides_the_logits_by_the_temperature(kind, expected):
+    _, conf = _conf_run(dream(kind, 2, 1, 0.5, temperature=0.5)).confidence(CONF_RAW, ALL_SEL, kind)
+    assert conf.tolist() == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("temperature, expected", [
+    (0.5, .1),  # logits [0, 2 ln 3]: 1 / (1 + 9)
+    (2.0, 1 / (1 + math.sqrt(3))),  # logits [0, ln 3 / 2]: 1 / (1 + sqrt 3) = .36603
+    (1.0, .25),
+])
+def test_confidence_maskgit_plus_is_the_sampled_tokens_probability_at_that_temperature(temperature, expected):
+    # position A only: one id besides the (banned) mask id, so the sampled id is 2 whatever the noise
+    cfg = dream("maskgit_plus", 2, 1, 0.5, temperature=temperature)
+    sel = torch.tensor([[True, False]])
+    ids, conf = _conf_run(cfg).confidence(CONF_RAW, sel, "maskgit_plus")
+    assert ids.tolist() == [2]
+    assert conf.tolist() == pytest.approx([expected], abs=1e-6)
+
+
+class Noise:
+    """Stands in for torch.rand in `_gumbel_argmax`: call c returns gumbel_u(k) for the noise terms ks[c] ((n, V'),
+    so the Gumbel noise -log(-log u) is -k) and records the shape, dtype and generator seed of each call."""
+
+    def __init__(self, *ks):
+        self.ks, self.calls = list(ks), []
+
+    def install(self, monkeypatch):
+        monkeypatch.setattr(torch, "rand", self)
+        return self
+
+    def __call__(self, *shape, generator=None, dtype=None, device=None):
+        shape = tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], int) else shape
+        self.calls.append((shape, dtype, None if generator is None else generator.initial_seed()))
+        return torch.tensor([[gumbel_u(k) for k in row] for row in self.ks.pop(0)], dtype=torch.float64)
+
+
+def test_confidence_samples_with_gumbel_noise_on_the_temperature_scaled_logits(monkeypatch):
+    # temperature .5, two positions with logits {0: 0, 1: .5} (other ids -inf) -> scaled [0, 1]; the id is the
+    # argmax of scaled + Gumbel noise = scaled - k (noise drawn once, at temperature 1):
+    #   pos 0: k = [0, 1.5] -> [0, -.5] -> id 0 (no noise: 1; noise on logits / (2 x .5) = [0, .5]: -> 0 too)
+    #   pos 1: k = [0, .7] -> [0, .3] -> id 1 (scaled twice, [0, .5] - k = [0, -.2]: 0; unscaled [0, .5]: 0)
+    # the rest of the row is -inf whatever the noise (k = 0 there)
+    ks = [[0.0, 1.5] + [0.0] * (V - 2), [0.0, 0.7] + [0.0] * (V - 2)]
+    noise = Noise(ks).install(monkeypatch)
+    raw = torch.full((1, 2, V), NEG)
+    raw[0, :, 0], raw[0, :, 1] = 0.0, 0.5
+    ids, conf = _conf_run(dream("topk_margin", 2, 1, 0.5, temperature=0.5), seeds=(7,)).confidence(
+        raw, ALL_SEL, "topk_margin")
+    assert ids.tolist() == [0, 1]
+    assert noise.calls == [((2, V), torch.float64, 7)]
+    # probabilities of scaled [0, 1]: 1/(1+e) = .26894, e/(1+e) = .73106 -> margin .46212
+    assert conf.tolist() == pytest.approx([.46212, .46212], abs=1e-5)
+
+
+def test_confidence_over_a_range_returns_absolute_ids_and_bans_the_mask_id_inside_it():
+    # vocab [3, 8) with the mask id 7 inside (relative 4): position A' = {3: ln .2, 6: ln .3, mask: ln .5}:
+    # sampled id 6 (mask banned), probability .3 under the range's softmax (mask id included);
+    # ids 0-2 are outside the range (logit 5, ignored)
+    raw = dist_table({3: .2, 6: .3, MASK: .5})[None].clone()  # (1, 1, V)
+    raw[0, 0, :3] = 5.0
+    run = _conf_run(dream("maskgit_plus", 2, 1, 0.5), vocab=_Vocab(3, 8, 4))
+    ids, conf = run.confidence(raw, torch.tensor([[True]]), "maskgit_plus")
+    assert ids.tolist() == [6]
+    assert conf.tolist() == pytest.approx([.3], abs=1e-6)
+
+
+def test_dream_has_no_classifier_free_guidance():
+    cfg = dream("entropy", 2, 1, 0.5, cfg_scale=0.5)
+    with pytest.raises(ValueError) as e:
+        generate(TableModel(argmax_table(2), P=2), PROMPT, PMASK, cfg, seeds=[0])
+    assert str(e.value) == "the dream sampler has no classifier-free guidance; use cfg_scale=0"
+
+
+# ------------------------------------------------------------------------------------------------------
+# _gumbel_argmax, _Run.sample, _Vocab.build
+
+
+def test_gumbel_argmax_adds_the_noise_in_float64():
+    # logits [1, 1] (float32), noise terms k = [1e-9, 0] (Gumbel noise -k): float64 scores [1 - 1e-9, 1] -> id 1;
+    # in float32 1 - 1e-9 rounds to 1, a tie, and argmax would return the first id, 0
+    noise = Noise([[1e-9, 0.0]])
+    with pytest.MonkeyPatch.context() as mp:
+        noise.install(mp)
+        ids = _gumbel_argmax(torch.ones(1, 2), 1.0, [1], [torch.Generator().manual_seed(3)])
+    assert ids.tolist() == [1]
+    assert noise.calls == [((1, 2), torch.float64, 3)]
+
+
+def test_gumbel_argmax_leaves_float64_logits_untouched():
+    logits = torch.tensor([[0.5, 1.5], [2.0, -1.0]], dtype=torch.float64)
+    before = logits.clone()
+    _gumbel_argmax(logits, 2.0, [2], [torch.Generator().manual_seed(0)])
+    assert torch.equal(logits, before)
+
+
+def test_gumbel_argmax_output_and_noise_live_on_the_logits_device_whatever_the_default_device():
+    # one finite logit per row: the ids are 0, 1, 1 whatever the noise; counts [2, 0, 1] (row 1 draws nothing)
+    logits = torch.tensor([[0.0, NEG], [NEG, 0.0], [NEG, 3.0]])
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1, 2)]
+    with torch.device("meta"):
+        ids = _gumbel_argmax(logits, 2.0, [2, 0, 1], gens)
+    assert ids.device.type == "cpu" and ids.dtype == torch.long
+    assert ids.tolist() == [0, 1, 1]
+
+
+def _sample_run(vocab, **cfg):
+    return _Run(model=None, x=torch.full((1, 1), MASK), attn=torch.ones(1, 1, dtype=torch.bool), P=0,
+                cfg=DecodeConfig(gen_length=1, block_length=1, steps=1, **cfg), gens=[torch.Generator()],
+                vocab=vocab, mask_id=MASK)
+
+
+def test_sample_normalises_over_the_whole_vocabulary_but_over_the_range_without_the_mask_id():
+    # one position, probabilities {3: .2, 6: .3, mask: .5}, ids 0-2 logit 5 (log-odds, not normalised)
+    raw = dist_table({3: .2, 6: .3, MASK: .5})[None].clone()  # (1, 1, V)
+    raw[0, 0, :3] = 5.0
+    sel = torch.ones(1, 1, dtype=torch.bool)
+    # no range: greedy id 0 (logit 5); log-probability 5 - log(3 e^5 + 1) = -log(3 + e^-5) = -log 3.00674 = -1.10086
+    ids, logp = _sample_run(_Vocab(0, None, MASK)).sample(raw, sel)
+    assert ids.tolist() == [0]
+    assert logp.tolist() == pytest.approx([-1.10086], abs=1e-5)
+    # range [3, 8) with the mask id inside (relative 4): greedy id 6 (mask banned); normalised over the range with the
+    # mask id banned: log(.3 / (.2 + .3)) = log .6 = -.51083 (with the mask id: log .3 = -1.20397)
+    ids, logp = _sample_run(_Vocab(3, 8, 4)).sample(raw, sel)
+    assert ids.tolist() == [6]
+    assert logp.tolist() == pytest.approx([-.51083], abs=1e-5)
+    # without log-probabilities: None
+    ids, logp = _sample_run(_Vocab(3, 8, 4)).sample(raw, sel, with_logp=False)
+    assert ids.tolist() == [6] and logp is None
+
+
+@pytest.mark.parametrize("token_range, expected", [
+    (None, _Vocab(0, None, MASK)),
+    ((0, 5), _Vocab(0, 5, None)),  # lo = 0 is allowed; the mask id 7 is outside
+    ((7, 9), _Vocab(7, 9, 0)),  # mask id == lo: banned, relative id 0
+    ((2, 7), _Vocab(2, 7, None)),  # mask id == hi: outside [lo, hi)
+    ((2.0, 8.0), _Vocab(2, 8, 5)),  # ints
+])
+def test_vocab_build(token_range, expected):
+    assert _Vocab.build(token_range, MASK) == expected
+
+
+@pytest.mark.parametrize("token_range", [(5, 5), (-1, 4), (6, 2)])
+def test_vocab_build_rejects_an_empty_or_negative_range(token_range):
+    with pytest.raises(ValueError) as e:
+        _Vocab.build(token_range, MASK)
+    assert str(e.value) == f"token_range={token_range} must be (lo, hi) with 0 <= lo < hi"

@@ -6,6 +6,7 @@ the definitions in DESIGN.md section 4 with pencil-and-paper arithmetic.
 """
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -509,13 +510,16 @@ def test_gumbel_argmax_leaves_float64_logits_untouched():
 
 
 def test_gumbel_argmax_output_and_noise_live_on_the_logits_device_whatever_the_default_device():
-    # one finite logit per row: the ids are 0, 1, 1 whatever the noise; counts [2, 0, 1] (row 1 draws nothing)
-    logits = torch.tensor([[0.0, NEG], [NEG, 0.0], [NEG, 3.0]])
-    gens = [torch.Generator().manual_seed(s) for s in (0, 1, 2)]
+    # logits [0, .001] at temperature 2: the noise decides each row (nearly a coin flip); noise made on the default
+    # device ("meta") would be dropped silently by the in-place update of the CPU scores, and every row would get
+    # id 1. Runs of 12, 0 and 8 rows: the ids must be those of the same call without a default device.
+    logits = torch.tensor([[0.0, 0.001]]).expand(20, 2)
+    cpu = _gumbel_argmax(logits, 2.0, [12, 0, 8], [torch.Generator().manual_seed(s) for s in (0, 1, 2)])
     with torch.device("meta"):
-        ids = _gumbel_argmax(logits, 2.0, [2, 0, 1], gens)
+        ids = _gumbel_argmax(logits, 2.0, [12, 0, 8], [torch.Generator().manual_seed(s) for s in (0, 1, 2)])
     assert ids.device.type == "cpu" and ids.dtype == torch.long
-    assert ids.tolist() == [0, 1, 1]
+    assert torch.equal(ids, cpu)
+    assert 0 < int(ids.sum()) < 20
 
 
 def _sample_run(vocab, **cfg):
@@ -559,3 +563,145 @@ def test_vocab_build_rejects_an_empty_or_negative_range(token_range):
     with pytest.raises(ValueError) as e:
         _Vocab.build(token_range, MASK)
     assert str(e.value) == f"token_range={token_range} must be (lo, hi) with 0 <= lo < hi"
+
+
+# ------------------------------------------------------------------------------------------------------
+# DecodeConfig: every rejected setting is a one-line ValueError saying what would work
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(sampler="ddim"), "unknown sampler 'ddim'; choose one of low_confidence, emerge, maskgit, dream"),
+    (dict(remasking="topk"), "unknown remasking 'topk'; choose one of low_confidence, random"),
+    (dict(gen_length=0), "gen_length=0 must be a positive integer"),
+    (dict(block_length=0), "block_length=0 must be a positive integer"),
+    (dict(steps=-2), "steps=-2 must be a positive integer"),
+    (dict(temperature=-0.5), "temperature=-0.5 must be >= 0 (0 = greedy argmax)"),
+    (dict(cfg_scale=-1.0), "cfg_scale=-1.0 must be >= 0 (0 = no guidance)"),
+    (dict(sampler="dream", alg="greedy"),
+     "unknown alg 'greedy' for the dream sampler; choose one of entropy, maskgit_plus, topk_margin, origin"),
+    (dict(sampler="dream", alg_temp=-0.1), "alg_temp=-0.1 must be a finite number >= 0 (0 = most confident first)"),
+    (dict(sampler="dream", alg_temp=math.inf), "alg_temp=inf must be a finite number >= 0 (0 = most confident first)"),
+    (dict(sampler="dream", eps=0.0), "eps=0.0 must lie in (0, 1) (Dream uses 1e-3)"),
+    (dict(sampler="dream", eps=1.0), "eps=1.0 must lie in (0, 1) (Dream uses 1e-3)"),
+    (dict(sampler="dream", eps=1.5), "eps=1.5 must lie in (0, 1) (Dream uses 1e-3)"),
+    (dict(sampler="maskgit", gen_length=8, steps=9),
+     "maskgit reveals at least one token per step, so steps=9 must be <= gen_length=8"),
+    # divisors of 6: 1, 2, 3, 6, all among the 6 nearest to 4
+    (dict(gen_length=6, block_length=4, steps=2),
+     "gen_length=6 is not a multiple of block_length=4; valid block lengths nearby: [1, 2, 3, 6]"),
+    # divisors of 100 nearest 32: 25 (7), 20 (12), 50 (18), 10 (22), 5 (27), 4 (28); not 2 (30)
+    (dict(gen_length=100, block_length=32),
+     "gen_length=100 is not a multiple of block_length=32; valid block lengths nearby: [4, 5, 10, 20, 25, 50]"),
+    (dict(gen_length=256, block_length=32, steps=257),
+     "steps=257 > gen_length=256 would leave steps that commit nothing; use steps <= 256 (a multiple of num_blocks=8)"),
+    # 8 / 2 = 4 blocks: multiples of 4 up to 8 are 4 and 8 (gen_length itself included)
+    (dict(gen_length=8, block_length=2, steps=6),
+     "steps=6 is not a multiple of num_blocks=4 (gen_length=8 / block_length=2); valid steps nearby: [4, 8]"),
+    # 256 / 32 = 8 blocks: multiples of 8 nearest 100: 96 (4), 104 (4), 88 (12), 112 (12); not 80 or 120 (20)
+    (dict(gen_length=256, block_length=32, steps=100),
+     "steps=100 is not a multiple of num_blocks=8 (gen_length=256 / block_length=32); valid steps nearby: "
+     "[88, 96, 104, 112]"),
+    (dict(cache="full"), "unknown cache 'full'; choose one of none, prefix, dual"),
+    (dict(threshold=0.0), "threshold=0.0 must lie in (0, 1] (a probability; Fast-dLLM uses 0.9)"),
+    (dict(threshold=1.01), "threshold=1.01 must lie in (0, 1] (a probability; Fast-dLLM uses 0.9)"),
+    (dict(factor=0.0), "factor=0.0 must be a finite number > 0 (Fast-dLLM uses 1)"),
+    (dict(factor=math.inf), "factor=inf must be a finite number > 0 (Fast-dLLM uses 1)"),
+    (dict(threshold=0.9, factor=1.0), "give threshold or factor, not both"),
+    (dict(sampler="emerge", cache="dual"),
+     "threshold, factor and cache apply to the low_confidence sampler only, not 'emerge'"),
+    (dict(threshold=0.9, remasking="random"),
+     "threshold and factor rank positions by confidence; use remasking=low_confidence"),
+    (dict(factor=1.0, remasking="random"),
+     "threshold and factor rank positions by confidence; use remasking=low_confidence"),
+])
+def test_config_errors_word_for_word(kwargs, message):
+    with pytest.raises(ValueError) as e:
+        DecodeConfig(**{"gen_length": 16, "block_length": 8, "steps": 8, **kwargs})
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(gen_length=1, block_length=1, steps=1),  # the smallest positive values
+    dict(gen_length=8, block_length=4, steps=8),  # steps == gen_length
+    dict(sampler="maskgit", gen_length=4, steps=4),  # one reveal per step
+    dict(sampler="emerge", gen_length=2, steps=5),  # emerge may have more steps than tokens
+    dict(sampler="dream", gen_length=2, steps=5, alg_temp=0.0, eps=0.999),  # and so may dream
+    dict(sampler="dream", alg="origin", alg_temp=0.5, eps=1e-9),
+    dict(threshold=1.0), dict(threshold=1e-6), dict(factor=0.5),
+    dict(cache="prefix", remasking="random"),  # a cache alone may rank at random
+    dict(temperature=0.0, cfg_scale=0.0),
+])
+def test_config_boundaries_that_are_allowed(kwargs):
+    DecodeConfig(**{"gen_length": 16, "block_length": 8, "steps": 8, **kwargs})
+
+
+def test_from_task_overrides_the_tasks_defaults_with_every_value_that_is_not_none():
+    task = SimpleNamespace(gen_defaults=dict(sampler="dream", gen_length=4, steps=2, temperature=0.5, alg="entropy"))
+    cfg = DecodeConfig.from_task(task, steps=3, temperature=None, alg="origin", eps=None)
+    assert cfg == DecodeConfig("dream", gen_length=4, steps=3, temperature=0.5, alg="origin")
+    assert task.gen_defaults["steps"] == 2  # the task's dict is not changed
+    # defaults without a temperature or cfg_scale: nothing to check
+    assert DecodeConfig.from_task(SimpleNamespace(gen_defaults={})) == DecodeConfig()
+
+
+@pytest.mark.parametrize("defaults, overrides, message", [
+    ({}, dict(temperature=math.inf), "--temperature inf must be a finite number"),
+    ({}, dict(cfg_scale=math.nan), "--cfg-scale nan must be a finite number"),
+    (dict(temperature=-math.inf), {}, "--temperature -inf must be a finite number"),
+])
+def test_from_task_rejects_a_non_finite_temperature_or_cfg_scale(defaults, overrides, message):
+    with pytest.raises(ValueError) as e:
+        DecodeConfig.from_task(SimpleNamespace(gen_defaults=defaults), **overrides)
+    assert str(e.value) == message
+
+
+# ------------------------------------------------------------------------------------------------------
+# generate: arguments and outputs
+
+
+class Recording(TableModel):
+    """A TableModel that keeps each call's input ids and attention mask."""
+
+    def __init__(self, table, P):
+        super().__init__(table, P)
+        self.calls = []
+
+    def logits(self, ids, attention_mask=None):
+        self.calls.append((ids.clone(), attention_mask.clone()))
+        return super().logits(ids, attention_mask)
+
+
+def test_generate_extends_the_prompt_with_mask_ids_and_the_attention_mask_with_true():
+    # int32 prompt, int attention mask with a pad: the model sees long ids [prompt, mask x L] and a bool mask
+    # [0 -> False, 1 -> True, True x L]; the output keeps the prompt and its length
+    model = Recording(argmax_table(2), P=2)
+    cfg = DecodeConfig(gen_length=2, block_length=2, steps=1)
+    out = generate(model, torch.tensor([[0, 4]], dtype=torch.int32), torch.tensor([[0, 1]]), cfg, seeds=[0])
+    (ids, attn), = model.calls
+    assert ids.dtype == torch.long and ids.tolist() == [[0, 4, MASK, MASK]]
+    assert attn.dtype == torch.bool and attn.tolist() == [[False, True, True, True]]
+    assert out.sequences.dtype == torch.long and out.sequences.tolist() == [[0, 4, 2, 3]]
+    assert out.prompt_length == 2 and out.completion_ids.tolist() == [[2, 3]]
+    assert out.commit_step.tolist() == [[0, 0]] and out.nfe == 1
+    # no attention mask: every prompt position attended
+    model = Recording(argmax_table(2), P=2)
+    generate(model, PROMPT.expand(2, 2), None, cfg)
+    assert model.calls[0][1].dtype == torch.bool and model.calls[0][1].tolist() == [[True] * 4] * 2
+
+
+@pytest.mark.parametrize("seeds, expected", [(None, [0, 1]), (torch.tensor([7, 8]), [7, 8]), ([3.0, 4.0], [3, 4])])
+def test_generate_seeds_each_rows_generator_default_the_row_index(monkeypatch, seeds, expected):
+    # dream with alg_temp > 0 and one step draws the k = 2 positions of each row from that row's generator
+    # (the stub picks both completion positions, indices 2 and 3 of the (P+L) row)
+    picks = Picks([2, 3], [3, 2]).install(monkeypatch)
+    cfg = dream("maskgit_plus", 2, 1, 0.5, alg_temp=1.0)
+    out = generate(TableModel(argmax_table(2), P=2), PROMPT.expand(2, 2), PMASK.expand(2, 2), cfg, seeds=seeds)
+    assert [seed for _, _, seed in picks.calls] == expected
+    assert out.sequences.tolist() == [[3, 4, 2, 3]] * 2
+
+
+def test_generate_wants_one_seed_per_row():
+    with pytest.raises(ValueError) as e:
+        generate(TableModel(argmax_table(2), P=2), PROMPT, PMASK, DecodeConfig(gen_length=2, block_length=2, steps=1),
+                 seeds=[1, 2])
+    assert str(e.value) == "got 2 seeds for a batch of 1 prompts; pass one seed per row"

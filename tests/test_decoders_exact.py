@@ -705,3 +705,15 @@ def test_generate_wants_one_seed_per_row():
         generate(TableModel(argmax_table(2), P=2), PROMPT, PMASK, DecodeConfig(gen_length=2, block_length=2, steps=1),
                  seeds=[1, 2])
     assert str(e.value) == "got 2 seeds for a batch of 1 prompts; pass one seed per row"
+
+
+def test_generate_refuses_a_cache_for_a_model_without_a_native_forward_before_any_call():
+    from harness.kv_cache import CacheUnsupported
+
+    model = Recording(argmax_table(4), P=2)
+    cfg = DecodeConfig(gen_length=4, block_length=2, steps=2, cache="prefix")
+    with pytest.raises(CacheUnsupported) as e:
+        generate(model, PROMPT, PMASK, cfg, seeds=[0])
+    assert str(e.value) == ("cache=prefix is supported only for the embedded tiny model (RoFormerForMaskedLM), "
+                            "not Recording; use cache=none")
+    assert model.calls == []

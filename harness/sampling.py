@@ -584,7 +584,7 @@ def _dream(run: _Run):
     """
     cfg, B = run.cfg, run.x.shape[0]
     T = cfg.steps
-    ts = torch.linspace(1, cfg.eps, T + 1, dtype=torch.float32)  # on the CPU: same values on any device
+    ts = torch.linspace(1, cfg.eps, T + 1, dtype=torch.float32, device="cpu")  # same values on any device
     commit_step = torch.full((B, cfg.gen_length), -1, dtype=torch.long, device=run.x.device)  # (B, L)
     comp = run.x[:, run.P:]  # (B, L) view
     for i in range(T):
@@ -609,7 +609,7 @@ def _dream(run: _Run):
         cand[masked] = ids
         for b in range(B):
             n = int(masked[b].sum())
-            k = n if last else int(torch.tensor(n, dtype=torch.float32) * (1 - frac))
+            k = n if last else int(torch.tensor(n, dtype=torch.float32, device="cpu") * (1 - frac))
             if k <= 0:
                 continue
             if cfg.alg_temp > 0:

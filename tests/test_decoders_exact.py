@@ -200,6 +200,20 @@ def test_emerge_and_maskgit_outputs_stay_on_the_input_device_whatever_the_defaul
         assert out.sequences.tolist() == [[3, 4, 2, 3, 4]]
 
 
+def test_dream_runs_and_stays_on_the_input_device_whatever_the_default_device():
+    # dream, T=2 (eps 1e-3: ts = [1, 0.5005, 0.001]), greedy, maskgit_plus: the confidence of each position is
+    # the probability of its argmax token, e^-0.1 > e^-0.2 > e^-0.3; step 0 commits int(3 x 0.4995) = 1 position
+    # (position 0), the last step the other two. Its schedule and commit count must not be made on the
+    # default device (a meta tensor has no value to read)
+    model = TableModel(one_token_table([-0.1, -0.2, -0.3]), P=2)
+    cfg = DecodeConfig("dream", gen_length=3, steps=2, temperature=0.0, alg="maskgit_plus")
+    with torch.device("meta"):
+        out = generate(model, PROMPT, PMASK, cfg, seeds=[0])
+    assert out.commit_step.device.type == "cpu" and out.sequences.device.type == "cpu"
+    assert out.commit_step.tolist() == [[0, 1, 1]]
+    assert out.sequences.tolist() == [[3, 4, 2, 3, 4]]
+
+
 # ------------------------------------------------------------------------------------------------------
 # dream (Dream's diffusion_generate): ts = linspace(1, eps, T+1) in float32; at step i (t = ts[i], s = ts[i+1])
 # with n positions still masked, `origin` reveals each with probability 1 - s/t, the other algs commit the

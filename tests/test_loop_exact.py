@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -405,3 +406,104 @@ def test_dynamic_sampling_in_the_loop_decodes_every_round_when_no_group_is_mixed
     rows = [r for r in res.curve if r["step"]]
     assert [(r["rollouts"], r["nfe"], r["zero_std_frac"], r["kept_mixed_frac"]) for r in rows] == [(12, 8, 1.0, 0.0)] * 2
     assert shapes == [(2, 3), (2, 3)]
+
+
+# ---- checkpoints: where a save writes, what survives a failed save, what a load refuses and says ----------
+def _ckpt_parts(module=None):
+    module = module or torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-3)
+    return dict(module=module, optimizer=opt, scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda u: 1.0))
+
+
+def _save(path, step=3, config=None, **parts):
+    ckpt.save(path, **(parts or _ckpt_parts()), step=step, state={"curve": [{"step": step}], "rollouts": 6},
+              config=config or {"lr": 1e-3})
+
+
+def test_a_checkpoint_save_makes_its_folders_and_leaves_only_the_checkpoint(tmp_path):
+    path = tmp_path / "run" / "deep" / "checkpoints" / "last.pt"  # none of these folders exist yet
+    parts = _ckpt_parts()
+    with torch.no_grad():
+        parts["module"].weight.fill_(0.5)
+    _save(path, step=7, **parts)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]
+    fresh = _ckpt_parts()
+    step, state = ckpt.load(path, **fresh, config={"lr": 1e-3})
+    assert (step, state) == (7, {"curve": [{"step": 7}], "rollouts": 6})
+    assert torch.equal(fresh["module"].weight, torch.full((2, 2), 0.5))
+
+
+def test_a_failed_checkpoint_save_keeps_the_previous_one_and_raises_the_cause(tmp_path, monkeypatch):
+    # the payload goes to a hidden `.last.pt.*.tmp` beside the checkpoint (a rename within one folder is
+    # atomic; the module docstring promises such leftovers are never read) and only then replaces last.pt
+    path = tmp_path / "checkpoints" / "last.pt"
+    _save(path, step=1)
+    before = path.read_bytes()
+    written = []
+
+    def full_disk(obj, f):
+        written.append(Path(f))
+        Path(f).write_bytes(b"partial")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(ckpt.torch, "save", full_disk)
+    with pytest.raises(OSError, match="^No space left on device$"):
+        _save(path, step=2)
+    (tmp,) = written
+    assert tmp.parent == path.parent and tmp.name.startswith(".last.pt.") and tmp.name.endswith(".tmp")
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]
+
+
+def test_an_unreadable_checkpoint_is_refused_with_the_cause_in_one_line(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"not a checkpoint")
+    tail = "; pass --overwrite to start the run over, or another --out"
+
+    def load_raising(exc):
+        monkeypatch.setattr(ckpt.torch, "load", lambda *a, **k: (_ for _ in ()).throw(exc))
+        with pytest.raises(ckpt.CheckpointError) as info:
+            ckpt.load(path, **_ckpt_parts(), config={})
+        return str(info.value)
+
+    # the first line of torch's message, cut at 120 characters; an empty message gives the exception's name
+    assert load_raising(RuntimeError("zip archive is truncated\nsecond line")) == \
+        f"{path} is damaged and cannot be resumed from (RuntimeError: zip archive is truncated){tail}"
+    assert load_raising(RuntimeError("x" * 200)) == \
+        f"{path} is damaged and cannot be resumed from (RuntimeError: {'x' * 120}){tail}"
+    assert load_raising(EOFError()) == f"{path} is damaged and cannot be resumed from (EOFError: EOFError){tail}"
+
+
+def test_a_checkpoint_that_is_not_the_harness_format_is_refused_by_name(tmp_path):
+    path = tmp_path / "last.pt"
+    keys = "format, step, model, optimizer, scheduler, state, config"
+    for payload in ([1, 2], {"format": 1, "step": 3}):  # not a dict; a dict without most of the keys
+        torch.save(payload, path)
+        with pytest.raises(ckpt.CheckpointError) as info:
+            ckpt.load(path, **_ckpt_parts(), config={})
+        assert str(info.value) == (f"{path} is damaged or not a harness checkpoint (expected the keys {keys}); "
+                                   "pass --overwrite to start the run over, or another --out")
+    torch.save(dict.fromkeys(keys.split(", ")) | {"format": 99}, path)
+    with pytest.raises(ckpt.CheckpointError) as info:
+        ckpt.load(path, **_ckpt_parts(), config={})
+    assert str(info.value) == f"{path}: checkpoint format 99, expected 1; start a fresh run (--overwrite, or another --out)"
+
+
+def test_resuming_under_other_settings_names_every_setting_that_differs(tmp_path):
+    # `steps` may change on resume (RESUMABLE); lr changed, and beta exists only in the new config: both named
+    path = tmp_path / "last.pt"
+    _save(path, config={"lr": 1e-3, "seed": 0, "steps": 5})
+    with pytest.raises(ValueError) as info:
+        ckpt.load(path, **_ckpt_parts(), config={"lr": 2e-3, "seed": 0, "steps": 9, "beta": 0.1})
+    assert str(info.value) == (f"{path} was written by a different configuration (beta: saved None, now 0.1; "
+                               "lr: saved 0.001, now 0.002); resume with the same settings or start a fresh run "
+                               "in another --out folder")
+
+
+def test_a_checkpoint_of_another_model_names_the_first_three_missing_weights(tmp_path):
+    path = tmp_path / "last.pt"
+    _save(path)  # a Linear(2, 2): weight, bias
+    other = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))  # 0.bias, 0.weight, 1.bias, 1.weight
+    with pytest.raises(ValueError) as info:
+        ckpt.load(path, **_ckpt_parts(other), config={"lr": 1e-3})
+    assert str(info.value) == (f"{path}: checkpoint lacks trainable weights ['0.bias', '0.weight', '1.bias']...; "
+                               "was it written for another model?")

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.models import weights_sha256
 from harness.results import (
     LM_EVAL_FILE,
     SCHEMA_VERSION,
@@ -196,7 +197,8 @@ def read_predictions(path: str | Path) -> Records:
 def eval_summary(kind: str, task: Task, model_name: str, out: EvalOutput, *, decode=None, config: dict,
                  seed: int | None = None, method: str | None = None) -> dict:
     summary = {
-        "schema_version": SCHEMA_VERSION, "kind": kind, "task": task.name, "model": model_name, "method": method,
+        "schema_version": SCHEMA_VERSION, "kind": kind, "task": task.name, "model": model_name,
+        "model_sha256": weights_sha256(model_name, task.name), "method": method,
         "seed": seed, "n": out.n, "n_samples": out.n_samples, "primary_metric": task.primary_metric,
         "metrics": out.metrics, "ci95": out.ci95,
         "decode": asdict(decode) if decode is not None else None,

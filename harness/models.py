@@ -44,6 +44,7 @@ from the outside; `logits` keeps working on the wrapped module.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import logging
@@ -90,6 +91,33 @@ _STOP_TOKENS = ("<|endoftext|>", "<|eot_id|>", "<|im_end|>", "[EOS]")
 def tiny_model_path(task: str) -> Path:
     """Where the embedded model pretrained for `task` lives: `$HARNESS_HOME/models/tiny-<task>/`."""
     return harness_home() / "models" / f"tiny-{task}"
+
+
+HASH_LIMIT_BYTES = 2 * 1024 ** 3  # larger weights are not hashed for a summary (LLaDA-8B: 16 GB, ~1 min)
+
+
+def weights_sha256(spec: str, task: str | None = None) -> str | None:
+    """sha256 of the weights a model spec loads, where they are local and at most HASH_LIMIT_BYTES: the
+    embedded `tiny` model of `task`, or an `hf:<local folder>` (its *.safetensors, else *.bin files, in name
+    order, hashed as one stream). None for hub ids, `gold` and larger folders. Recorded in every summary, so
+    that two runs of "tiny" made with different tiny models are never taken for the same experiment."""
+    if spec == "tiny":
+        folder = tiny_model_path(task) if task else None
+    elif spec.startswith("hf:"):
+        folder = Path(spec[3:]).expanduser()
+    else:
+        return None
+    if folder is None or not folder.is_dir():
+        return None
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not files or sum(f.stat().st_size for f in files) > HASH_LIMIT_BYTES:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def is_pretrained(task: str) -> bool:

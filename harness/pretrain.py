@@ -402,6 +402,9 @@ def stale_reason(task) -> str | None:
     diffs = [f"{k} {have.get(k, defaults[k])!r} -> {v!r}" for k, v in want.items() if not same(have.get(k, defaults[k]), v)]
     if info.get("steps") != task.pretrain_steps:
         diffs.insert(0, f"steps {info.get('steps')} -> {task.pretrain_steps}")
+    n = task.pretrain_examples()
+    if n is not None and info.get("train_examples") not in (None, n):
+        diffs.append(f"train examples {info['train_examples']} -> {n}")
     return "; ".join(diffs) or None
 
 

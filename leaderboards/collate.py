@@ -175,7 +175,11 @@ def _record(s: dict, run: str) -> dict | None:
     task = _text(s, "task")
     if protocol != DEFAULT_PROTOCOL:  # a table of its own: a leaderboard never mixes scoring protocols
         task = f"{task}@{protocol}"
-    rec = {"task": task, "model": _text(s, "model"), "metric": pm, "run": run,
+    model = _text(s, "model")
+    sha = s.get("model_sha256")  # the weights' identity: two different "tiny" models are two experiments
+    if isinstance(sha, str) and sha:
+        model = f"{model}@{sha[:8]}"
+    rec = {"task": task, "model": model, "metric": pm, "run": run,
            "base_only": base_only, "n_problems": s.get("n"), "gen_length": decode.get("gen_length"),
            "eval_nfe": _num(s, "eval_nfe") if "eval_nfe" in s else _num(s, "nfe"),
            "wall_time_s": _num(s, "wall_time_s"), "hardware": _hardware(s)}

@@ -106,6 +106,11 @@ class Task:
     # ---- the embedded `tiny` model (harness/pretrain.py); only embedded tasks set these
     pretrain_steps: ClassVar[int | None] = None  # the fixed optimizer steps of `harness pretrain` (no time cap)
     pretrain_config: ClassVar[dict[str, Any]] = {}  # PretrainConfig fields of its own (shapes: a lower lr)
+
+    def pretrain_examples(self) -> int | None:
+        """How many train examples `harness pretrain` reads, where that is known without loading them (None:
+        not known cheaply); a cached tiny model pretrained on another count is stale."""
+        return None
     tiny_tokens: ClassVar[tuple[str, ...]] = ()  # strings the tiny tokenizer keeps as one token each
     # ---- rewards (tasks/rewards.py): name -> weight of the reward functions a run uses unless it chooses
     # (`harness run --reward NAME=W,...`); the defaults reproduce each task's reward of before issue 22

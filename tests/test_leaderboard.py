@@ -319,6 +319,34 @@ def test_a_row_never_mixes_recipes_and_the_ratio_is_taken_within_a_recipe(tmp_pa
     assert float(ratios["paper"]) == pytest.approx(float(ratios["equal"]))
 
 
+def test_runs_of_two_different_weights_under_one_model_name_are_never_one_row(tmp_path):
+    """A summary records its weights' sha256 (`model_sha256`): the same method, recipe, budget and seeds made
+    with another pretrained `tiny` are rows of their own, labelled tiny@<first 8 hex digits>; summaries
+    written before the field existed keep the bare name."""
+    results = _copy_results(tmp_path)
+    copied = 0
+    for name in sorted(p.name for p in results.iterdir() if (p / "summary.json").exists()):
+        try:
+            s = json.loads((results / name / "summary.json").read_text())
+        except ValueError:
+            continue
+        if not isinstance(s, dict) or s.get("task") != "gsm8k" or s.get("method") != "maskgrpo":
+            continue
+        s["model_sha256"] = "abcdef0123456789" * 4
+        (results / f"{name}-other").mkdir()
+        (results / f"{name}-other" / "summary.json").write_text(json.dumps(s))
+        copied += 1
+    build_leaderboards(results, tmp_path / "out")
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "out" / "gsm8k.csv", keep_default_na=False)
+    mg = table[table["method"] == "maskgrpo"]
+    assert copied and sorted(mg["model"]) == ["tiny", "tiny@abcdef01"]
+    other = mg[mg["model"] == "tiny@abcdef01"]["runs"].iloc[0].split(";")
+    # one row per seed, as for the original runs (a second run of a seed is skipped in both)
+    assert sorted(other) == [f"gsm8k-tiny-maskgrpo-s{k}-other" for k in range(3)]
+
+
 def test_a_ratio_to_a_baseline_gain_that_its_interval_cannot_tell_from_zero_is_flagged(tmp_path, built):
     out, _ = built
     table = rows(out / "gsm8k.csv")

@@ -265,3 +265,25 @@ def test_the_generate_deprecation_notice_is_dropped_and_other_transformers_warni
         log.removeHandler(keep)
     assert not any("GenerationMixin" in m for m in keep.messages)
     assert "another notice from transformers" in keep.messages
+
+
+def test_weights_sha256_identifies_local_weights_and_skips_what_it_cannot_hash_cheaply(tmp_path, monkeypatch):
+    from harness import models
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "b.safetensors").write_bytes(b"c")
+    (folder / "a.safetensors").write_bytes(b"ab")
+    (folder / "ignored.bin").write_bytes(b"zzz")  # safetensors present: .bin files are not the weights
+    abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # sha256("abc"), FIPS 180-2
+    assert models.weights_sha256(f"hf:{folder}") == abc  # the files in name order, as one stream
+    monkeypatch.setenv("HARNESS_HOME", str(tmp_path / "home"))
+    tiny = models.tiny_model_path("arith")
+    tiny.mkdir(parents=True)
+    (tiny / "pytorch_model.bin").write_bytes(b"abc")
+    assert models.weights_sha256("tiny", "arith") == abc
+    assert models.weights_sha256("tiny", "mbpp") is None  # nothing cached
+    assert models.weights_sha256("gold") is None and models.weights_sha256("GSAI-ML/LLaDA-8B-Instruct") is None
+    assert models.weights_sha256(f"hf:{tmp_path / 'missing'}") is None
+    monkeypatch.setattr(models, "HASH_LIMIT_BYTES", 2)  # 3 bytes of weights: too large to hash
+    assert models.weights_sha256(f"hf:{folder}") is None

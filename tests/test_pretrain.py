@@ -182,6 +182,12 @@ def test_a_cached_model_made_with_other_settings_is_pretrained_anew(tmp_path, mo
     (folder / "pretrain.json").write_text(json.dumps({"steps": 7, "config": {**current, "lr": 0.5}}))
     why = pt.stale_reason(task)
     assert why.startswith(f"steps 7 -> {task.pretrain_steps}") and f"lr 0.5 -> {current['lr']!r}" in why
+    # the same settings on another number of reference layouts (shapes: 4,096 a tag x 6 tags now)
+    (folder / "pretrain.json").write_text(json.dumps({**info, "train_examples": 6144}))
+    assert pt.stale_reason(task) == "train examples 6144 -> 24576"
+    (folder / "pretrain.json").write_text(json.dumps({**info, "train_examples": 24576}))
+    assert pt.stale_reason(task) is None
+    (folder / "pretrain.json").write_text(json.dumps({"steps": 7, "config": {**current, "lr": 0.5}}))
     calls = []
     monkeypatch.setattr(pt, "pretrain", lambda name, **kw: calls.append(name))
     monkeypatch.setattr(models, "load_model", lambda spec, task=None, **kw: (spec, task))

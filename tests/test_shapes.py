@@ -84,7 +84,7 @@ def test_splits_share_no_prompt_and_cover_every_tag(splits):
     assert train and test and not train & test
     for s in splits.values():
         assert {e.reference["tag"] for e in s} == set(TAGS)
-    assert len(splits["test"]) == 6 * 32 and len(splits["train"]) == 6 * 1024
+    assert len(splits["test"]) == 6 * 32 and len(splits["train"]) == 6 * 4096
 
 
 def test_validation_holds_train_prompts_with_layouts_of_its_own(splits):

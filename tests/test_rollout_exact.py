@@ -1,6 +1,7 @@
 """Exact-value tests of trainers/rollout.py (group selection, per-token log-probs): expected values worked by hand."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -113,3 +114,140 @@ def test_token_logprobs_score_an_id_outside_the_range_as_the_nearest_range_id():
     got = token_logprobs(RangeModel(), view, comp, token_range=(2, 5))
     want = torch.tensor([[math.log(1 / 8), math.log(2 / 8), math.log(5 / 8)]])
     assert torch.allclose(got, want, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------------
+# collect_rollouts: what the decoder is given (prompts, attention, seeds, the image codebook range), which
+# positions count as the completion, the rewards and their terms, row identities, and when dynamic
+# sampling stops - with a scripted model, decoder and reward, so every expected value is read off the script
+
+
+class _ScriptModel:
+    """Prompts are strings of digits, left-padded with id 1; attention masks come back as 0/1 longs, as a
+    tokenizer gives them. EOS is id 2, the mask id 0, the image codebook ids 5..8."""
+
+    device, mask_id, eos_id, image_token_range = torch.device("cpu"), 0, 2, (5, 9)
+
+    def encode_prompts(self, prompts):
+        rows = [[int(c) for c in p] for p in prompts]
+        P = max(map(len, rows))
+        return (torch.tensor([[1] * (P - len(r)) + r for r in rows]),
+                torch.tensor([[0] * (P - len(r)) + [1] * len(r) for r in rows]))
+
+    def decode_completion(self, row):
+        return "".join(str(t) for t in row.tolist())
+
+
+class _ScriptDecoder:
+    """The k-th row decoded (over all calls) gets completions[k]; every call is recorded; nfe 4 a call."""
+
+    def __init__(self, completions):
+        self.completions, self.calls, self.used = completions, [], 0
+
+    def __call__(self, model, ids, attn, decode, *, seeds, token_range):
+        self.calls.append({"ids": ids.tolist(), "attn": attn, "seeds": list(seeds), "token_range": token_range})
+        n = ids.shape[0]
+        out = torch.tensor(self.completions[self.used:self.used + n])
+        self.used += n
+        return SimpleNamespace(completion_ids=out, commit_step=torch.zeros_like(out), nfe=4)
+
+
+def _first_digit_task(kind="text"):
+    from fakes import ToyTask
+
+    from tasks.rewards import per_item
+
+    class FirstDigit(ToyTask):
+        """Reward = the completion's first digit / 10."""
+        name = "first-digit"
+        default_rewards = {"first": 1.0}
+
+        def reward_functions(self):
+            return {"first": per_item("first", lambda ex, c, k: int(c[0]) / 10, "first digit / 10")}
+
+    task = FirstDigit()
+    task.kind = kind
+    return task
+
+
+def _examples(*prompts):
+    from tasks.base import Example
+
+    return [Example(id=i, prompt=p, reference="3") for i, p in enumerate(prompts)]
+
+
+def test_collect_rollouts_hands_the_decoder_bool_attention_and_per_row_seeds_and_reads_back_valid_tokens():
+    from harness.sampling import DecodeConfig
+    from harness.seeds import derive_seed
+    from trainers.rollout import collect_rollouts
+
+    dec = _ScriptDecoder([[3, 2, 4, 4], [4, 3, 2, 6], [6, 6, 6, 6], [2, 3, 3, 3]])
+    decode = DecodeConfig("low_confidence", gen_length=4, block_length=2, steps=2)
+    ro = collect_rollouts(_ScriptModel(), _first_digit_task(), _examples("34", "5", "7"), [0, 1], 2, decode,
+                          seed=9, step=4, generate_fn=dec, batch_seed=77, first_position=3)
+    (call,) = dec.calls
+    assert call["ids"] == [[3, 4], [3, 4], [1, 5], [1, 5]]  # prompt-major, G = 2 copies, left padding id 1
+    assert call["attn"].dtype == torch.bool and call["attn"].tolist() == [[True, True]] * 2 + [[False, True]] * 2
+    assert call["seeds"] == [derive_seed(9, "rollout", 4, i, g) for i in (0, 1) for g in (0, 1)]
+    assert call["token_range"] is None  # a text task samples from the whole vocabulary
+    b = ro.batch
+    # up to and including the first EOS (id 2): [3 2 | 4 4], [4 3 2 | 6], [6 6 6 6], [2 | 3 3 3]
+    assert b.valid.tolist() == [[True, True, False, False], [True, True, True, False], [True] * 4,
+                                [True, False, False, False]]
+    assert ro.rewards.flatten().tolist() == pytest.approx([0.3, 0.4, 0.6, 0.2])
+    assert ro.terms["first"].flatten().tolist() == pytest.approx([0.3, 0.4, 0.6, 0.2])
+    assert ro.completions == ["3244", "4326", "6666", "2333"] and ro.nfe == 4
+    # row identities: (first_position + k) * G + g = 6..9; the batch's decoder facts
+    assert b.row_ids.tolist() == [6, 7, 8, 9]
+    assert (b.kind, b.block_length, b.seed, b.mask_id) == ("text", 2, 77, 0)
+    again = collect_rollouts(_ScriptModel(), _first_digit_task(), _examples("34"), [0], 2, decode, seed=9, step=4,
+                             generate_fn=_ScriptDecoder([[3, 3, 3, 3]] * 2), batch_seed=77)
+    assert again.batch.row_ids.tolist() == [0, 1]  # first_position defaults to 0
+
+
+def test_collect_rollouts_of_an_image_task_samples_the_codebook_and_scores_every_cell():
+    from harness.sampling import DecodeConfig
+    from trainers.rollout import collect_rollouts
+
+    dec = _ScriptDecoder([[5, 2, 6, 7], [8, 8, 2, 5]])  # an id equal to EOS ends nothing in an image
+    decode = DecodeConfig("emerge", gen_length=4, block_length=4, steps=2)
+    ro = collect_rollouts(_ScriptModel(), _first_digit_task("image"), _examples("34"), [0], 2, decode,
+                          seed=0, step=1, generate_fn=dec, batch_seed=1)
+    assert dec.calls[0]["token_range"] == (5, 9)
+    assert ro.batch.valid.dtype == torch.bool and ro.batch.valid.all()
+    assert (ro.batch.kind, ro.batch.block_length) == ("image", 0)  # no blocks outside low_confidence decoding
+
+
+def test_collect_rollouts_dynamic_sampling_counts_mixed_groups_over_all_rounds():
+    from harness.sampling import DecodeConfig
+    from trainers.rollout import collect_rollouts
+
+    # rounds of 1 prompt (G = 2) until 2 mixed groups: prompt 0 mixed (3 vs 4), 1 equal (5, 5), 2 mixed (6 vs 7)
+    # -> stops after round 3 with 2 mixed; prompt 3 is never decoded. Counting only the last round's mixed
+    # groups would go on to round 4; starting the count at 1 would stop after round 1
+    dec = _ScriptDecoder([[3, 3], [4, 4], [5, 5], [5, 5], [6, 6], [7, 7], [8, 8], [9, 9]])
+    decode = DecodeConfig("low_confidence", gen_length=2, block_length=2, steps=2)
+    ro = collect_rollouts(_ScriptModel(), _first_digit_task(), _examples("1", "2", "3", "4"), [0, 1, 2, 3], 2,
+                          decode, seed=0, step=1, generate_fn=dec, batch_seed=1, round_size=1, enough=2)
+    assert len(dec.calls) == 3 and ro.batch.B == 6 and ro.nfe == 3 * 4
+    assert ro.rewards.flatten().tolist() == pytest.approx([0.3, 0.4, 0.5, 0.5, 0.6, 0.7])
+
+
+def test_collect_rollouts_in_chunks_decodes_every_row_once_and_counts_one_round_of_nfe():
+    from harness.sampling import DecodeConfig
+    from trainers.rollout import collect_rollouts
+
+    dec = _ScriptDecoder([[3, 3], [4, 4], [5, 5], [6, 6]])
+    decode = DecodeConfig("low_confidence", gen_length=2, block_length=2, steps=2)
+    ro = collect_rollouts(_ScriptModel(), _first_digit_task(), _examples("1", "2"), [0, 1], 2, decode, seed=0,
+                          step=1, generate_fn=dec, batch_seed=1, chunk=3)
+    assert [len(c["seeds"]) for c in dec.calls] == [3, 1] and ro.nfe == 4  # chunks share the round's steps
+    assert ro.completions == ["33", "44", "55", "66"]
+
+
+def test_prompt_indices_needs_one_example_and_one_is_enough():
+    from trainers.rollout import prompt_indices
+
+    assert prompt_indices(1, 3, step=2, seed=0) == [0, 0, 0]
+    with pytest.raises(ValueError, match="^RL training needs at least one training example$"):
+        prompt_indices(0, 3, step=1, seed=0)

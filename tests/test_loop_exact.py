@@ -507,3 +507,50 @@ def test_a_checkpoint_of_another_model_names_the_first_three_missing_weights(tmp
         ckpt.load(path, **_ckpt_parts(other), config={"lr": 1e-3})
     assert str(info.value) == (f"{path}: checkpoint lacks trainable weights ['0.bias', '0.weight', '1.bias']...; "
                                "was it written for another model?")
+
+
+# ---- one step's curve row, by hand ----------------------------------------------------------------------
+def _row_inputs(verdicts, ratio_n):
+    from trainers.loop import _Stats
+    from trainers.rollout import Rollouts
+
+    rewards = torch.tensor([[1.0, 0.0, 1.0], [2.0, 2.0, 2.0]])  # N = 2 groups of G = 3
+    valid = torch.zeros(6, 4, dtype=torch.bool)
+    valid.view(-1)[:15] = True  # 15 completion tokens over the 6 rows
+    ro = Rollouts(SimpleNamespace(valid=valid), rewards, {"match": rewards / 2}, verdicts, ["c"] * 6, 12)
+    st = _Stats()
+    st.sums.update(tokens=20.0, ratio=4.4 if ratio_n else 0.0, ratio_n=ratio_n, kl=0.4, kl_n=4.0, clip=1.0,
+                   clip_n=4.0, loss=3.0, grad_norm=1.0, updates=2.0)
+    if ratio_n:
+        st.ratio_min, st.ratio_max = 0.9, 1.3
+    run = SimpleNamespace(acc=SimpleNamespace(num_processes=1), gather=lambda t: t,
+                          scheduler=SimpleNamespace(get_last_lr=lambda: [2.5e-5]))
+    adv = torch.tensor([[0.5, -1.0, 0.5], [0.0, 0.0, 0.0]])
+    return run, ro, adv, st
+
+
+def test_a_steps_curve_row_by_hand():
+    run, ro, adv, st = _row_inputs([True, None, False, True, True, None], ratio_n=4.0)
+    state = {"train_nfe": 100, "train_forwards": 10, "rollouts": 60}
+    row = _Run.row(run, 3, ro, ro, adv, st, forwards=7, seconds=1.23456789, state=state)
+    # reward: 8 / 6; accuracy over the 4 rows with a verdict: 3 / 4; kl 0.4 / 4; clip 1 / 4; loss and gradient
+    # norm per update: 3 / 2, 1 / 2; reward_std: the mean of each group's unbiased std - group 1 (1, 0, 1):
+    # sqrt(((1/3)^2 + (2/3)^2 + (1/3)^2) / 2) = sqrt(1/3) = 0.5773503, group 2: 0 -> 0.2886751; one group of
+    # two is all-equal; |advantage| mean 2 / 6; ratio mean 4.4 / 4; tokens per update 20 / 2; completion
+    # tokens per kept row 15 / 6
+    assert row == {
+        "step": 3, "reward": pytest.approx(8 / 6), "accuracy": 0.75, "kl": pytest.approx(0.1), "clip_frac": 0.25,
+        "loss": 1.5, "grad_norm": 0.5, "step_time_s": 1.2346, "nfe": 12, "rollouts": 6,
+        "reward_match": pytest.approx(4 / 6), "reward_std": pytest.approx(0.2886751), "zero_std_frac": 0.5,
+        "kept_mixed_frac": 0.5, "adv_abs_mean": pytest.approx(1 / 3), "ratio_mean": pytest.approx(1.1),
+        "ratio_min": 0.9, "ratio_max": 1.3, "scored_tokens": 10.0, "completion_tokens": 2.5, "lr": 2.5e-5,
+        "train_forwards": 7}
+    assert state == {"train_nfe": 112, "train_forwards": 17, "rollouts": 66}
+
+
+def test_a_curve_row_without_verdicts_or_ratios_says_none():
+    # every verdict None (a reward-only task), a ratio-free method (wd1, spg): no accuracy, no ratio statistics
+    run, ro, adv, st = _row_inputs([None] * 6, ratio_n=0.0)
+    row = _Run.row(run, 1, ro, ro, adv, st, forwards=1, seconds=0.5, state=dict.fromkeys(
+        ("train_nfe", "train_forwards", "rollouts"), 0))
+    assert (row["accuracy"], row["ratio_mean"], row["ratio_min"], row["ratio_max"]) == (None, None, None, None)

@@ -251,3 +251,15 @@ def test_prompt_indices_needs_one_example_and_one_is_enough():
     assert prompt_indices(1, 3, step=2, seed=0) == [0, 0, 0]
     with pytest.raises(ValueError, match="^RL training needs at least one training example$"):
         prompt_indices(0, 3, step=1, seed=0)
+
+
+def test_prompt_indices_visit_every_example_once_an_epoch_in_a_new_order_each_epoch():
+    from trainers.rollout import prompt_indices
+
+    first, second = prompt_indices(8, 8, step=1, seed=0), prompt_indices(8, 8, step=2, seed=0)
+    assert sorted(first) == sorted(second) == list(range(8))
+    assert first != second  # one fixed order for every epoch would repeat with probability 1 / 8!
+    # steps of 3 run across the epoch boundary: steps 1-3 draw epoch 0's order, then epoch 1's
+    assert prompt_indices(8, 3, step=1, seed=0) + prompt_indices(8, 3, step=2, seed=0) + \
+        prompt_indices(8, 3, step=3, seed=0)[:2] == first
+    assert prompt_indices(8, 3, step=3, seed=0)[2:] == second[:1]

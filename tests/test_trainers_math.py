@@ -870,6 +870,10 @@ def test_lr_factor_by_hand():
     assert curve(12, [0, 1, 2, 7, 12], lr_schedule="linear", warmup_steps=2, min_lr_ratio=0.0) == pytest.approx(
         [1 / 3, 2 / 3, 1.0, 0.5, 0.0])
     assert curve(12, [7], lr_schedule="linear", warmup_steps=2, min_lr_ratio=0.1) == pytest.approx([0.55])
+    # where linear and cosine part: u = 4, p = 0.2 -> linear 0.8 (cosine would give 0.9045085)
+    assert curve(12, [4], lr_schedule="linear", warmup_steps=2, min_lr_ratio=0.0) == pytest.approx([0.8])
+    # one update after a 2-update warm-up: p = (3 - 2) / 1 = 1, straight to the floor
+    assert curve(3, [2, 3], lr_schedule="linear", warmup_steps=2, min_lr_ratio=0.0) == pytest.approx([1.0, 0.0])
 
 
 def test_step_statistics_count_scored_tokens_only_by_hand():
@@ -998,3 +1002,82 @@ def test_unigrpo_start_ratio_is_drawn_anew_from_each_batch_seed():
 
     assert torch.equal(hidden(1), hidden(1))
     assert not torch.equal(hidden(1), hidden(2))
+
+
+# ---- the training config: its ranges, how a task and --set fill it, and what a run records ---------------
+def test_train_config_ranges_allow_their_boundaries_and_refuse_word_for_word():
+    TrainConfig(steps=0, prompts_per_step=1, num_generations=2, lr=1e-9, micro_batch_size=1, rollout_batch_size=1)
+    bad = [({"steps": -1}, "need steps >= 0 and prompts_per_step >= 1, got -1 and 8"),
+           ({"prompts_per_step": 0}, "need steps >= 0 and prompts_per_step >= 1, got 100 and 0"),
+           ({"num_generations": 1}, "num_generations=1: group advantages need G >= 2"),
+           ({"lr": 0.0}, "lr=0.0 must be > 0"),
+           ({"lr_schedule": "step"}, "lr_schedule='step'; choose constant, cosine or linear"),
+           ({"micro_batch_size": 0}, "micro_batch_size must be >= 1 or None (all at once)"),
+           ({"rollout_batch_size": 0}, "rollout_batch_size must be >= 1 or None (all at once)")]
+    for kw, msg in bad:
+        with pytest.raises(ValueError) as info:
+            TrainConfig(**{"steps": 100, "prompts_per_step": 8, **kw})
+        assert str(info.value) == msg
+
+
+def test_for_task_fills_embedded_defaults_then_method_overrides_and_names_valid_keys():
+    from fakes import ToyTask
+
+    class Embedded(ToyTask):
+        embedded = True
+
+    cfg = TrainConfig.for_task(Embedded(), "maskgrpo", method_overrides={"gamma": 0.7}, mu=3)
+    # the embedded tasks' CPU budget (docs/RL_SETTINGS.md): 100 steps, 8 prompts x 6, lr 3e-5, 16 rollout steps
+    assert (cfg.steps, cfg.prompts_per_step, cfg.num_generations, cfg.lr, cfg.diffusion_steps) == (100, 8, 6, 3e-5, 16)
+    assert cfg.method_overrides["gamma"] == 0.7 and cfg.method_overrides["mu"] == 3
+    with pytest.raises(ValueError) as info:
+        TrainConfig.for_task(Embedded(), "wd1", zz=1)
+    msg = str(info.value)
+    assert msg.startswith("unknown training setting 'zz'; TrainConfig fields: adam_betas, adam_eps, ")
+    assert "; wd1 fields: beta, epsilon, " in msg
+
+
+def test_rollout_decoder_takes_every_training_setting_over_the_tasks_defaults():
+    from fakes import ToyTask
+
+    from trainers.loop import rollout_decode_config
+    from trainers.methods import get_method
+
+    cfg = TrainConfig(sampler="low_confidence", gen_length=12, block_length=4, diffusion_steps=6, temperature=0.5,
+                      remasking="random", cfg_scale=0.0, rollout_cache="prefix")
+    d = rollout_decode_config(cfg, ToyTask(), get_method("diffu-grpo"))  # the task's own: gen 8, block 4, 4 steps
+    assert (d.sampler, d.gen_length, d.block_length, d.steps, d.temperature, d.remasking, d.cfg_scale, d.cache) == \
+        ("low_confidence", 12, 4, 6, 0.5, "random", 0.0, "prefix")
+    d = rollout_decode_config(TrainConfig(gen_length=12, block_length=6, diffusion_steps=6), ToyTask(),
+                              get_method("diffu-grpo"))
+    assert (d.gen_length, d.block_length, d.steps) == (12, 6, 6)
+
+
+def test_step_statistics_add_up_over_updates_by_hand():
+    from trainers.grpo import LossOutput
+    from trainers.loop import _Stats
+
+    st = _Stats()
+    # two updates with ratios: 1.2 and 0.8 on one token each, then 1.0 and 1.4 -> mean 4.4 / 4 = 1.1
+    st.add_tokens(LossOutput(torch.zeros(1), _rows([True, True]), ratio=torch.tensor([[1.2, 0.8]])))
+    st.add_tokens(LossOutput(torch.zeros(1), _rows([True, True]), ratio=torch.tensor([[1.0, 1.4]])))
+    assert (st.sums["ratio"], st.sums["ratio_n"], st.sums["tokens"]) == (pytest.approx(4.4), 4.0, 4.0)
+    assert (st.ratio_min, st.ratio_max) == pytest.approx((0.8, 1.4))
+
+
+def test_a_runs_flat_config_records_the_rollout_decoder_and_the_methods_fields():
+    from types import SimpleNamespace
+
+    from harness.sampling import DecodeConfig
+    from trainers.loop import _Run
+
+    run = SimpleNamespace(cfg=TrainConfig(method_overrides={"mu": 3}, adam_betas=(0.9, 0.95)),
+                          decode=DecodeConfig("emerge", gen_length=12, block_length=12, steps=6, temperature=0.5,
+                                              cfg_scale=1.5),
+                          mcfg=MethodConfig(mu=3), reward_workers=4)
+    flat = _Run.flat_config(run, "maskgrpo", 5)
+    assert (flat["method"], flat["seed"], flat["mu"], flat["reward_workers"], flat["adam_betas"]) == \
+        ("maskgrpo", 5, 3, 4, [0.9, 0.95])
+    assert (flat["sampler"], flat["gen_length"], flat["block_length"], flat["diffusion_steps"], flat["temperature"],
+            flat["remasking"], flat["cfg_scale"]) == ("emerge", 12, 12, 6, 0.5, "low_confidence", 1.5)
+    assert "method_overrides" not in flat

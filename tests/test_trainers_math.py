@@ -1081,3 +1081,19 @@ def test_a_runs_flat_config_records_the_rollout_decoder_and_the_methods_fields()
     assert (flat["sampler"], flat["gen_length"], flat["block_length"], flat["diffusion_steps"], flat["temperature"],
             flat["remasking"], flat["cfg_scale"]) == ("emerge", 12, 12, 6, 0.5, "low_confidence", 1.5)
     assert "method_overrides" not in flat
+
+
+def test_batch_generators_and_row_streams_differ_by_seed_and_handle_an_empty_batch():
+    from trainers.estimators import RowStreams
+
+    a, b = _batch(2, 4), _batch(2, 4)
+    a.seed, b.seed = 1, 2
+    draw = lambda batch: torch.rand(4, generator=batch.generator("t")).tolist()  # noqa: E731
+    assert draw(a) == draw(a) and draw(a) != draw(b)  # the batch's seed keys its generators
+    # RowStreams.draw takes a base from the full 62-bit range: 200 generator seeds give 200 different row-0
+    # streams (a range of 124 values would repeat)
+    firsts = {RowStreams.draw(a, torch.Generator().manual_seed(k)).rand(1)[0, 0].item() for k in range(200)}
+    assert len(firsts) == 200
+    empty = _batch(0, 4)
+    rows = RowStreams(empty, 0)
+    assert rows.rand(3).shape == (0, 3) and rows.randperm(5).shape == (0, 5) and rows.randperm(5).dtype == torch.long

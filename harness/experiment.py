@@ -165,7 +165,8 @@ def run_experiment(spec: RunSpec, base: EvalOutput | None = None) -> tuple[dict,
     pm = task.primary_metric
     summary = {
         "schema_version": SCHEMA_VERSION, "kind": "run", "task": task.name, "model": spec.model,
-        "model_sha256": weights_sha256(spec.model, task.name), "method": method, "seed": spec.seed, "recipe": spec.recipe, "n": final.n, "n_samples": 1, "primary_metric": pm,
+        "model_sha256": weights_sha256(spec.model, task.name), "method": method, "seed": spec.seed,
+        "recipe": spec.recipe, "n": final.n, "n_samples": 1, "primary_metric": pm,
         "metrics": final.metrics, "ci95": final.ci95,
         "base": base.metrics, "final": final.metrics, "base_ci95": base.ci95, "final_ci95": final.ci95,
         "gain": final.metrics.get(pm, float("nan")) - base.metrics.get(pm, float("nan")),

@@ -1044,10 +1044,10 @@ def test_rollout_decoder_takes_every_training_setting_over_the_tasks_defaults():
     from trainers.methods import get_method
 
     cfg = TrainConfig(sampler="low_confidence", gen_length=12, block_length=4, diffusion_steps=6, temperature=0.5,
-                      remasking="random", cfg_scale=0.0, rollout_cache="prefix")
+                      remasking="random", cfg_scale=2.0, rollout_cache="prefix")
     d = rollout_decode_config(cfg, ToyTask(), get_method("diffu-grpo"))  # the task's own: gen 8, block 4, 4 steps
     assert (d.sampler, d.gen_length, d.block_length, d.steps, d.temperature, d.remasking, d.cfg_scale, d.cache) == \
-        ("low_confidence", 12, 4, 6, 0.5, "random", 0.0, "prefix")
+        ("low_confidence", 12, 4, 6, 0.5, "random", 2.0, "prefix")
     d = rollout_decode_config(TrainConfig(gen_length=12, block_length=6, diffusion_steps=6), ToyTask(),
                               get_method("diffu-grpo"))
     assert (d.gen_length, d.block_length, d.steps) == (12, 6, 6)

@@ -30,6 +30,10 @@ ratio to a gain that cannot be told from zero is noise. `hardware` is what the w
 the GPU's name for runs whose `device` was a CUDA device (older summaries without `device`: a GPU named in
 their `hardware`), else "CPU"; a row whose seeds ran on different machines lists each.
 
+`model` is the summary's model name, followed by `@` and the first 8 hex digits of its `model_sha256`
+where the summary records one (the tiny model, local folders): two different pretrained `tiny` models are
+two rows, never one; summaries written before the field existed show the bare name.
+
 Failures. A summary that cannot be read (corrupt JSON, wrong schema_version, a field the leaderboard
 shows is missing or not a finite number) or a second run of the same (task, model, method, seed) is
 skipped and reported by name; a run whose curve cannot be read keeps its row, loses its plot line and is

@@ -6,6 +6,7 @@ values can be chosen small enough to work out on paper."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import zlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -554,3 +555,241 @@ def test_a_curve_row_without_verdicts_or_ratios_says_none():
     row = _Run.row(run, 1, ro, ro, adv, st, forwards=1, seconds=0.5, state=dict.fromkeys(
         ("train_nfe", "train_forwards", "rollouts"), 0))
     assert (row["accuracy"], row["ratio_mean"], row["ratio_min"], row["ratio_max"]) == (None, None, None, None)
+
+
+# ---- train()'s bookkeeping: curve, evaluations, progress lines, checkpoints, wall time, messages ----------
+def _clock_namespace(values):
+    """A stand-in for loop's `time` module whose perf_counter returns `values` in turn, then the last one."""
+    import time as real_time
+
+    it = iter(values)
+    last = [values[-1]]
+
+    def perf_counter():
+        last[0] = next(it, last[0])
+        return last[0]
+
+    return SimpleNamespace(**{**{k: getattr(real_time, k) for k in dir(real_time) if not k.startswith("_")},
+                              "perf_counter": perf_counter})
+
+
+def test_wall_time_is_the_clock_difference_since_the_start_rounded_to_milliseconds(monkeypatch, one_thread):
+    # the first reading is the start (1000.0); every later one 1002.34567: 0 (nothing before this run) +
+    # 1002.34567 - 1000.0 = 2.34567 -> 2.346 at 3 decimals
+    monkeypatch.setattr(loop, "time", _clock_namespace([1000.0, 1002.34567]))
+    res = train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [], TrainConfig(**TINY, method_overrides={"mu": 1}),
+                seed=0, progress=False)
+    assert res.wall_time_s == 2.346
+
+
+def test_zero_steps_train_nothing_and_count_nothing(one_thread):
+    # steps 0 with eval_every 0: no row at all, so the result says 0 steps and a budget of 0 completions
+    res = train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [], TrainConfig(**dict(TINY, steps=0)), seed=0,
+                progress=False)
+    assert (res.curve, res.steps, res.rollout_budget, res.rollouts_generated) == ([], 0, 0, 0)
+
+
+def test_no_training_examples_is_refused_by_name(one_thread):
+    with pytest.raises(ValueError, match=r"^method 'wd1' needs training examples; got none$"):
+        train(TinyBert(), ToyTask(), "wd1", [], [], TrainConfig(**TINY), seed=0, progress=False)
+
+
+def test_the_result_records_the_seed_and_names_no_checkpoint_without_out_dir(one_thread):
+    res = train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [], TrainConfig(**dict(TINY, steps=1)), seed=7,
+                progress=False)
+    assert res.config["seed"] == 7 and res.config["method"] == "diffu-grpo" and res.checkpoint is None
+
+
+def test_evaluations_base_metrics_cadence_and_the_last_step_left_to_the_caller(one_thread):
+    # eval_every 2 over 3 steps: due at 2 (a multiple) and 3 (the last); eval_at_end=False leaves step 3 to the
+    # caller; base_metrics stands in for the step-0 evaluation; a given evaluate_fn wins over the test examples
+    calls = []
+
+    def evaluate_fn(model):
+        calls.append(model)
+        return {"accuracy": 0.5 + len(calls)}
+
+    model = TinyBert()
+    res = train(model, ToyTask(), "diffu-grpo", EXAMPLES, EXAMPLES[:2],
+                TrainConfig(**dict(TINY, steps=3, eval_every=2), method_overrides={"mu": 1}), seed=0,
+                progress=False, evaluate_fn=evaluate_fn, base_metrics={"accuracy": 0.25}, eval_at_end=False)
+    assert [(r["step"], r.get("eval_accuracy")) for r in res.curve] == [(0, 0.25), (1, None), (2, 1.5), (3, None)]
+    assert calls == [model]
+    # eval_every 0: never, not even at step 0, whatever evaluator or base metrics are given
+    res = train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, EXAMPLES[:2],
+                TrainConfig(**dict(TINY, steps=1, eval_every=0), method_overrides={"mu": 1}), seed=0,
+                progress=False, evaluate_fn=evaluate_fn, base_metrics={"accuracy": 0.25})
+    assert [r["step"] for r in res.curve] == [1] and "eval_accuracy" not in res.curve[0] and len(calls) == 1
+
+
+def test_the_default_evaluator_gets_the_run_seed_the_limit_and_the_tasks_decoder(monkeypatch, one_thread):
+    import harness.evaluation as evaluation
+
+    seen = []
+
+    def fake_evaluate(task, model, examples, decode, *, seed, tag):
+        seen.append((task.name, [e.id for e in examples], decode.gen_length, decode.block_length, decode.steps,
+                     seed, tag))
+        return SimpleNamespace(metrics={"accuracy": 0.0})
+
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    # eval_limit 2 of 3 test examples; ToyTask's decoder: 8 tokens in blocks of 4, 4 steps; seed 5; step 0 and 1
+    train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, EXAMPLES[3:6],
+          TrainConfig(**dict(TINY, steps=1, eval_every=1, eval_limit=2), method_overrides={"mu": 1}), seed=5,
+          progress=False)
+    assert seen == [("toy", [3, 4], 8, 4, 4, 5, "eval")] * 2
+
+
+def test_progress_lines_go_to_stderr_every_log_every_steps_and_at_the_last(capsys, one_thread):
+    # log_every 2 over 3 steps: lines after steps 2 and 3; progress is on by default
+    train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [],
+          TrainConfig(**dict(TINY, steps=3, log_every=2), method_overrides={"mu": 1}), seed=0)
+    out, err = capsys.readouterr()
+    assert out == "" and [line.split(" reward ")[0] for line in err.splitlines()] == ["step 2/3", "step 3/3"]
+    # log_every 1: every step; log_every 0 counts as 1
+    for every in (1, 0):
+        train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [],
+              TrainConfig(**dict(TINY, steps=3, log_every=every), method_overrides={"mu": 1}), seed=0)
+        assert [line.split(" reward ")[0] for line in capsys.readouterr().err.splitlines()] == \
+            ["step 1/3", "step 2/3", "step 3/3"]
+    train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [],
+          TrainConfig(**dict(TINY, steps=2, log_every=1), method_overrides={"mu": 1}), seed=0, progress=False)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_progress_line_by_hand():
+    row = {"step": 2, "reward": 0.5, "accuracy": 0.25, "kl": 0.00123, "clip_frac": 0.1, "loss": -0.5,
+           "grad_norm": 1.5, "step_time_s": 3.26, "eval_accuracy": 0.123456, "eval_n": 5, "rollouts": 48}
+    # fixed decimals per field; eval_ metrics that are floats at 4 significant digits; ints left out
+    assert loop._progress_line(row, 10) == ("step 2/10 reward 0.500 acc 0.250 kl 0.0012 clip 0.100 loss -0.5000 "
+                                            "|g| 1.500 3.3s eval_accuracy=0.1235")
+    empty = {"step": 1, "reward": None, "eval_overall": 0.5}
+    assert loop._progress_line(empty, 3) == "step 1/3 reward - acc - kl - clip - loss - |g| - -s eval_overall=0.5"
+    assert loop._progress_line({"step": 4}, 4) == "step 4/4 reward - acc - kl - clip - loss - |g| - -s"
+
+
+def test_trackers_get_every_finite_number_of_each_row_at_its_step(one_thread):
+    logged = []
+    acc = SimpleNamespace(trackers=["tb"], log=lambda values, step: logged.append((values, step)))
+    row = {"step": 3.0, "reward": 0.5, "rollouts": 48, "kl": float("nan"), "loss": float("inf"), "accuracy": None,
+           "done": True, "tag": "x"}
+    loop.log_to_trackers(acc, row)
+    assert logged == [({"reward": 0.5, "rollouts": 48}, 3)] and isinstance(logged[0][1], int)
+    loop.log_to_trackers(SimpleNamespace(trackers=[], log=lambda *a, **k: logged.append("no")), row)
+    loop.log_to_trackers(None, row)
+    assert len(logged) == 1
+    # in a run: the step-0 row and every step's row, through the run's accelerator
+    accelerator = Accelerator(cpu=True)
+    accelerator.trackers = ["tb"]
+    accelerator.log = lambda values, step: logged.append((sorted(values), step))
+    train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [], TrainConfig(**dict(TINY, eval_every=5),
+          method_overrides={"mu": 1}), seed=0, progress=False, base_metrics={"accuracy": 0.5},
+          accelerator=accelerator)
+    assert [s for _, s in logged[1:]] == [0, 1, 2]
+    assert logged[1][0] == ["eval_accuracy"] and "reward" in logged[2][0]
+
+
+def _diverge_at_step(monkeypatch, bad_step):
+    """A loss that is finite until the RL step `bad_step` (mu 1: one update, one micro-batch a step)."""
+    calls = []
+
+    def loss(inp, cfg):
+        calls.append(1)
+        value = math.nan if len(calls) >= bad_step else 0.0
+        return LossOutput(per_sequence=inp.logp[0].sum(1) * 0.0 + value, scored=inp.views[0].score)
+
+    _patch_method(monkeypatch, lambda m: {"loss": loss})
+
+
+def test_divergence_names_the_last_good_checkpoint_or_says_there_is_none(tmp_path, monkeypatch, one_thread):
+    cfg = TrainConfig(**dict(TINY, steps=4), method_overrides={"mu": 1, "beta": 0.0})
+    _diverge_at_step(monkeypatch, 4)
+    with pytest.raises(TrainingDiverged) as e:  # checkpoints after steps 2 (cadence) ... and the NaN at step 4
+        train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [], cfg, seed=0, out_dir=tmp_path, progress=False,
+              checkpoint_every=2)
+    path = ckpt.checkpoint_path(tmp_path)
+    assert str(e.value).startswith("non-finite loss at step 4, inner update 0")
+    assert str(e.value).endswith(f"; last good checkpoint: {path} (step 2), left untouched; the run is "
+                                 "deterministic, so resuming with the same settings diverges again: lower lr or "
+                                 "max_grad_norm and start over")
+    _diverge_at_step(monkeypatch, 1)
+    with pytest.raises(TrainingDiverged, match=r"; no checkpoint was written; the run"):
+        train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [], cfg, seed=0, out_dir=tmp_path / "b", progress=False)
+    _diverge_at_step(monkeypatch, 1)
+    with pytest.raises(TrainingDiverged, match=r"; no checkpoint was written \(pass out_dir to keep one\); the run"):
+        train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [], cfg, seed=0, progress=False)
+
+
+def test_resuming_a_checkpoint_saved_before_rollouts_were_counted(tmp_path, one_thread):
+    # an older checkpoint's state has no "rollouts": it is taken as start x prompts_per_step x G = 2 x 2 x 3 = 12
+    # (no dynamic sampling then), and the third step adds 2 x 3 = 6 -> 18. Its state has no reference either
+    # (beta 0), which resuming must accept
+    cfg2 = TrainConfig(**dict(TINY, steps=2), method_overrides={"mu": 1, "beta": 0.0})
+    train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [], cfg2, seed=0, out_dir=tmp_path, progress=False)
+    path = ckpt.checkpoint_path(tmp_path)
+    payload = torch.load(path, weights_only=False)
+    del payload["state"]["rollouts"]
+    assert "reference" not in payload["state"]
+    torch.save(payload, path)
+    res = train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, [],
+                TrainConfig(**dict(TINY, steps=3), method_overrides={"mu": 1, "beta": 0.0}), seed=0,
+                out_dir=tmp_path, progress=False, resume=True)
+    assert [r["step"] for r in res.curve] == [1, 2, 3] and res.rollouts_generated == 18
+
+
+def _build(model, task, method_name, cfg, **mo):
+    method = get_method(method_name)
+    mcfg = method.make_config(**mo).for_kind(task.kind)
+    return _Run.build(model, task, method, mcfg, cfg, list(EXAMPLES), 3, generate, None)
+
+
+def test_build_sets_up_the_optimizer_schedule_reference_and_decoder_by_hand(one_thread):
+    # AdamW with the config's values; lr schedule over steps x mu = 2 x 2 = 4 updates: warm-up 1 gives
+    # factor (0 + 1) / (1 + 1) = 0.5 at update 0; cosine at update 3: p = (3 - 1) / (4 - 1) = 2/3,
+    # 0.5 (1 + cos(2 pi / 3)) = 0.25, factor 0.1 + 0.9 x 0.25 = 0.325
+    cfg = TrainConfig(**dict(TINY, lr=1e-3, weight_decay=0.05, adam_betas=(0.8, 0.95), adam_eps=1e-7,
+                             lr_schedule="cosine", warmup_steps=1, min_lr_ratio=0.1))
+    model, task = TinyBert(), ToyTask()
+    model.module.train()
+    run = _build(model, task, "diffu-grpo", cfg, mu=2, beta=0.1)
+    group = run.optimizer.param_groups[0]
+    assert (group["betas"], group["eps"], group["weight_decay"]) == ((0.8, 0.95), 1e-7, 0.05)
+    assert group["lr"] == pytest.approx(0.5e-3)
+    for _ in range(3):
+        run.optimizer.step()
+        run.scheduler.step()
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(0.325e-3)
+    trainable = [p for p in model.module.parameters() if p.requires_grad]
+    assert len(run.params) == len(trainable) and all(a is b for a, b in zip(run.params, trainable))
+    # beta > 0: a frozen copy of the initial policy, in eval mode; the policy switched to eval (dropout off),
+    # its previous mode kept to restore at the end
+    assert run.ref is not None and run.ref is not model.module and not any(p.requires_grad for p in run.ref.parameters())
+    assert torch.equal(torch.cat([p.flatten() for p in run.ref.parameters()]), weights(model))
+    assert run.was_training is True and model.module.training is False and run.module is model.module
+    # the rollout decoder: ToyTask's 8 tokens in blocks of 4 and 4 steps, at the config's temperature
+    d = run.decode
+    assert (d.gen_length, d.block_length, d.steps, d.temperature) == (8, 4, 4, 1.0)
+    assert (run.task, run.model, run.cfg, run.seed, run.generate_fn, run.token_range) == (task, model, cfg, 3, generate,
+                                                                                          None)
+    assert run.mcfg.mu == 2 and run.method.name == "diffu-grpo" and run.examples == list(EXAMPLES)
+    assert run.acc.num_processes == 1 and run.acc.device.type == "cpu" and run.wrapped is not None
+
+
+def test_build_without_kl_keeps_no_reference_and_an_image_task_gets_the_codebook(one_thread):
+    run = _build(TinyBert(image=True), ToyImageTask(), "maskgrpo", TrainConfig(**TINY), beta=0.0)
+    assert run.ref is None and run.token_range == (3, TinyBert(image=True).image_token_range[1])
+    run = _build(TinyBert(), ToyTask(), "maskgrpo", TrainConfig(**TINY), beta=0.5)  # beta below 1 still has one
+    assert run.ref is not None
+
+
+def test_build_refuses_a_frozen_model_and_groups_split_across_processes(one_thread):
+    model = TinyBert()
+    model.module.requires_grad_(False)
+    with pytest.raises(ValueError, match=r"^the model has no trainable parameters \(all requires_grad=False\)$"):
+        _build(model, ToyTask(), "diffu-grpo", TrainConfig(**TINY))
+    acc = SimpleNamespace(num_processes=3)
+    method = get_method("diffu-grpo")
+    with pytest.raises(ValueError, match=r"^prompts_per_step=2 must be a multiple of the number of processes \(3\) "
+                                         r"so that every process gets whole groups$"):
+        _Run.build(TinyBert(), ToyTask(), method, method.make_config(), TrainConfig(**TINY), list(EXAMPLES), 0,
+                   generate, acc)

@@ -666,6 +666,12 @@ def test_progress_line_by_hand():
     empty = {"step": 1, "reward": None, "eval_overall": 0.5}
     assert loop._progress_line(empty, 3) == "step 1/3 reward - acc - kl - clip - loss - |g| - -s eval_overall=0.5"
     assert loop._progress_line({"step": 4}, 4) == "step 4/4 reward - acc - kl - clip - loss - |g| - -s"
+    # non-finite values print in lower case, as Python writes them; two eval metrics are one space apart
+    nan, inf = float("nan"), float("inf")
+    bad = {"step": 5, "reward": nan, "accuracy": inf, "kl": nan, "clip_frac": -inf, "loss": nan, "grad_norm": inf,
+           "step_time_s": 1.0, "eval_a": 0.5, "eval_b": 0.25}
+    assert loop._progress_line(bad, 9) == ("step 5/9 reward nan acc inf kl nan clip -inf loss nan |g| inf 1.0s "
+                                           "eval_a=0.5 eval_b=0.25")
 
 
 def test_trackers_get_every_finite_number_of_each_row_at_its_step(one_thread):
@@ -793,3 +799,22 @@ def test_build_refuses_a_frozen_model_and_groups_split_across_processes(one_thre
                                          r"so that every process gets whole groups$"):
         _Run.build(TinyBert(), ToyTask(), method, method.make_config(), TrainConfig(**TINY), list(EXAMPLES), 0,
                    generate, acc)
+
+
+def test_build_asks_accelerate_for_the_cpu_exactly_when_the_model_is_on_the_cpu(monkeypatch, one_thread):
+    import accelerate
+
+    asked, real = [], accelerate.Accelerator
+
+    def recording(**kw):
+        asked.append(kw)
+        return real(cpu=True)
+
+    monkeypatch.setattr(accelerate, "Accelerator", recording)
+    no_device = TinyBert()
+    del no_device.device  # an adapter without `device` counts as on the CPU
+    on_gpu = TinyBert()
+    on_gpu.device = torch.device("cuda", 0)  # only the device's type is read while building
+    for model in (TinyBert(), no_device, on_gpu):
+        _build(model, ToyTask(), "diffu-grpo", TrainConfig(**TINY))
+    assert asked == [{"cpu": True}, {"cpu": True}, {"cpu": False}]

@@ -890,3 +890,18 @@ def test_factor_rule_breaks_ties_by_position_and_commits_exactly_n():
     logp = torch.full((20,), math.log(.75), dtype=torch.float64)
     commit = _adaptive_commit(masked, logp, DecodeConfig(factor=1.1))
     assert commit[0].nonzero().squeeze(1).tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("mask_logit", [700.0, 1000.0])
+def test_factor_rule_counts_a_position_whose_probability_underflows_to_zero(mask_logit):
+    # pos 0: p(token 2) = .9; pos 1: token 3 has logit 0 and the mask id `mask_logit`, so its log-probability is
+    # -mask_logit (float32: logsumexp = mask_logit exactly) and its probability e^-700 = 1e-304 or e^-1000 = 0.0 in
+    # float64. factor 3.5: sorted c = [.9, ~0]: n=1: 2 x .1 = .2 <= 3.5; n=2: 3 x (1 - 0) = 3 <= 3.5 -> n = 2, both
+    # at step 0 in one call, whether the probability is tiny or exactly 0
+    table = dist_table({2: .9, MASK: .1}, {3: 1.0})
+    table[1, MASK] = mask_logit
+    cfg = DecodeConfig(gen_length=2, block_length=2, steps=2, factor=3.5)
+    out = generate(TableModel(table, P=2), PROMPT, PMASK, cfg, seeds=[0])
+    assert out.commit_step.tolist() == [[0, 0]]
+    assert out.sequences.tolist() == [[3, 4, 2, 3]]
+    assert out.nfe == 1

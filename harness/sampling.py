@@ -461,6 +461,7 @@ def _adaptive_commit(masked: torch.Tensor, logp: torch.Tensor, cfg: DecodeConfig
     Every row with a masked position commits at least its most confident one. Threshold: also every
     position whose probability is >= threshold. Factor (Fast-dLLM): the n most confident, n the largest
     count such that (n+1)(1 - c_(n)) <= factor, c_(n) the n-th highest probability.
+    Equal probabilities are ranked leftmost first (as the argmax), so exactly n are committed.
     """
     B, N = masked.shape
     conf = torch.full((B, N), -math.inf, dtype=torch.float64, device=masked.device)  # (B, N)
@@ -470,9 +471,11 @@ def _adaptive_commit(masked: torch.Tensor, logp: torch.Tensor, cfg: DecodeConfig
     if cfg.threshold is not None:
         return commit | (masked & (conf >= math.log(cfg.threshold)))
     order = conf.sort(dim=1, descending=True, stable=True).indices  # (B, N)
-    p = conf.gather(1, order).exp()  # (B, N) sorted probabilities, 0 past the masked ones
+    p = conf.gather(1, order).exp()  # (B, N) sorted probabilities
+    live = masked.gather(1, order)  # (B, N) the sorted entries that are masked positions (ahead of the others)
     n = torch.arange(1, N + 1, device=masked.device, dtype=torch.float64)  # (N,)
-    ok = ((n + 1) * (1 - p) <= cfg.factor) & (p > 0)  # (B, N)
+    # a masked position counts even when its probability underflows to 0.0 (e^-746): c_(n) = 0 is still a c_(n)
+    ok = ((n + 1) * (1 - p) <= cfg.factor) & live  # (B, N)
     count = (ok.long() * n.long()).amax(1).clamp(min=1)  # (B,) largest n passing
     picked = torch.zeros_like(masked).scatter_(1, order, n.long()[None, :].expand(B, N) <= count[:, None])
     return commit | (picked & masked)

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from harness.sampling import DecodeConfig, _gumbel_argmax, _Run, _Vocab, generate
+from harness.sampling import DecodeConfig, _adaptive_commit, _gumbel_argmax, _Run, _Vocab, generate
 
 V, MASK = 8, 7  # vocabulary of the table models; the mask id is the last id
 NEG = -math.inf
@@ -731,3 +731,177 @@ def test_generate_refuses_a_cache_for_a_model_without_a_native_forward_before_an
     assert str(e.value) == ("cache=prefix is supported only for the embedded tiny model (RoFormerForMaskedLM), "
                             "not Recording; use cache=none")
     assert model.calls == []
+
+
+# ------------------------------------------------------------------------------------------------------
+# low_confidence with the fast options (threshold / factor rule, KV cache): exact commits on table models.
+# Confidence = probability of the sampled token under the softmax of the whole vocabulary (mask id included);
+# threshold t: commit every masked block position with probability >= t, and at least the most confident;
+# factor f: the n most confident, n the largest with (n+1)(1 - c_(n)) <= f (at least 1).
+
+
+class PromptTables:
+    """A model whose logits at completion position j are tables[first prompt id][j] ((L, V) tables); a row whose
+    prompt is all mask ids (CFG's unconditional input) gets `uncond`. `fwd` stands in for harness.kv_cache's cached
+    forward (the same call contract): a full forward stores each row's input ids as its "keys", and a window forward
+    reads the row's prompt back from the stored keys it is given, so it returns a row's logits only when it gets that
+    row's cache. Every call is kept as (rows, width, start, full forward)."""
+
+    def __init__(self, tables, uncond=None, P=2):
+        self.tables, self.uncond, self.P, self.mask_id, self.calls = tables, uncond, P, MASK, []
+
+    def _window(self, prompt, start, W):  # prompt (B, P) -> (B, W, V): logits of sequence positions [start, start + W)
+        L = next(iter(self.tables.values())).shape[0]
+        out = torch.zeros(prompt.shape[0], self.P + L, V, device="cpu")
+        for b, p in enumerate(prompt.tolist()):
+            out[b, self.P:] = self.uncond if p == [MASK] * self.P else self.tables[p[0]]
+        return out[:, start:start + W]
+
+    def logits(self, ids, attention_mask=None):  # the plain forward: (B, P+L) -> (B, P+L, V)
+        self.calls.append((ids.shape[0], ids.shape[1], 0, True))
+        return self._window(ids[:, :self.P], 0, ids.shape[1])
+
+    def fwd(self, ids, keep, start=0, kv=None, rows=None):
+        B, W = ids.shape
+        self.calls.append((B, W, start, kv is None))
+        if kv is None:
+            assert start == 0 and W == keep.shape[1], "a forward without stored keys/values covers the whole sequence"
+            keys = ids
+        else:
+            (keys, _), = kv
+            assert keys.shape == (B, keep.shape[1]), "one stored row per input row"
+        logits = self._window(keys[:, :self.P], start, W)
+        return (logits if rows is None else logits[:, rows]), [(ids, ids)]
+
+
+def two_token_tables(a):
+    """Position j: logit a_j for token 2+j, 0 for token 0, -inf elsewhere (the mask id too): p(2+j) = sigmoid(a_j).
+    The unconditional table: 2 for token 2+j, 0 for every other id, so with CFG weight w = .5 the guided logits
+    1.5 cond - .5 uncond are 1.5 a_j - 1 for token 2+j, 0 for token 0, -inf elsewhere."""
+    cond, uncond = torch.full((len(a), V), NEG), torch.zeros(len(a), V)
+    for j, aj in enumerate(a):
+        cond[j, 2 + j], cond[j, 0] = aj, 0.0
+        uncond[j, 2 + j] = 2.0
+    return cond, uncond
+
+
+@pytest.mark.parametrize("cache", ["none", "prefix", "dual"])
+@pytest.mark.parametrize("cfg_scale", [0.0, 0.5])
+def test_threshold_runs_only_the_rows_left_in_the_block_with_or_without_cache_and_cfg(cache, cfg_scale, monkeypatch):
+    # Two rows (prompts [3, 4] and [5, 6]), L = 4 in one block, greedy, threshold .8.
+    # Row 0, a = [2, 2, 2, 2]: p(token 2+j) = sigmoid(2) = .8808 >= .8 everywhere (guided: 1.5*2 - 1 = 2, the same)
+    #   -> all four at step 0, tokens [2, 3, 4, 5].
+    # Row 1, a = [2, .2, -.4, 1]:
+    #   no CFG: p = [sig 2 = .8808 (tok 2), sig .2 = .5498 (tok 3), sig .4 = .5987 (tok 0), sig 1 = .7311 (tok 5)]
+    #     step 0: pos 0 (.8808 >= .8); step 1: none >= .8 -> the most confident, pos 3 (.7311); step 2: pos 2 (.5987);
+    #     step 3: pos 1 -> commit steps [0, 3, 2, 1], tokens [2, 3, 0, 5]
+    #   CFG w = .5: logit of 2+j minus that of 0 is 1.5 a - 1 = [2, -.7, -1.6, .5]:
+    #     p = [.8808 (tok 2), sig .7 = .6682 (tok 0), sig 1.6 = .8320 (tok 0), sig .5 = .6225 (tok 5)]
+    #     step 0: pos 0 and 2 (>= .8); step 1: pos 1 (.6682 > .6225); step 2: pos 3 -> [0, 1, 0, 2], tokens [2, 0, 0, 5]
+    #     (with the unconditional rows left out, i.e. 1.5 a alone: pos 3 (sig 1.5 = .8176) would go at step 0 too)
+    # Row 0 is done after the first call, so the later calls run row 1 alone: no CFG 4 calls of 2, 1, 1, 1 rows
+    # (nfe 4); CFG 3 calls of [cond; uncond] = 4, 2, 2 rows (nfe 2 per call = 6). With a cache the first call is
+    # the full forward (width 6 = P + L), the later ones the block (positions 2-5, width 4) against the stored rows.
+    monkeypatch.setattr("harness.kv_cache.cached_forward", lambda model, cache: model.fwd)
+    t0, uncond = two_token_tables([2.0, 2.0, 2.0, 2.0])
+    t1, _ = two_token_tables([2.0, 0.2, -0.4, 1.0])
+    model = PromptTables({3: t0, 5: t1}, uncond)
+    cfg = DecodeConfig(gen_length=4, block_length=4, steps=4, threshold=0.8, cache=cache, cfg_scale=cfg_scale)
+    out = generate(model, torch.tensor([[3, 4], [5, 6]]), PMASK.expand(2, 2), cfg, seeds=[0, 1])
+    if cfg_scale == 0:
+        steps, tokens, rows, nfe = [[0, 0, 0, 0], [0, 3, 2, 1]], [[2, 3, 4, 5], [2, 3, 0, 5]], [2, 1, 1, 1], 4
+    else:
+        steps, tokens, rows, nfe = [[0, 0, 0, 0], [0, 1, 0, 2]], [[2, 3, 4, 5], [2, 0, 0, 5]], [4, 2, 2], 6
+    assert out.commit_step.tolist() == steps
+    assert out.completion_ids.tolist() == tokens
+    assert out.nfe == nfe
+    if cache == "none":
+        assert model.calls == [(r, 6, 0, True) for r in rows]
+    else:
+        assert model.calls == [(rows[0], 6, 0, True)] + [(r, 4, 2, False) for r in rows[1:]]
+
+
+@pytest.mark.parametrize("cache, widths", [("prefix", [6, 4, 6, 2]), ("dual", [6, 2, 6, 2])])
+def test_cached_fixed_schedule_with_random_remasking_commits_by_the_uniforms_on_one_step_count(cache, widths,
+                                                                                            monkeypatch):
+    # cache without a rule: LLaDA's fixed schedule, L = 4 in blocks of 2, steps 4 -> k = 1, 1 per block; one global
+    # step counter. remasking=random ranks by the stubbed uniforms, not by confidence:
+    #   block 0: step 0, u = [.9, .1] -> pos 0 (confidence would take pos 1, p .9 > .6); step 1: pos 1
+    #   block 1: step 2, u = [.2, .7] -> pos 3 (confidence: pos 2, .8 > .7); step 3: pos 2
+    # calls: per block a full forward (width P + L = 6, start 0) then, at start P + 2 * block, the rest of the
+    # sequence (prefix: 4 then 2 positions) or the block alone (dual: 2)
+    monkeypatch.setattr("harness.kv_cache.cached_forward", lambda model, cache: model.fwd)
+    draws = Draws([.9, .1], [.5], [.2, .7], [.5]).install(monkeypatch)
+    model = PromptTables({3: one_token_table([math.log(p) for p in (.6, .9, .8, .7)])})
+    cfg = DecodeConfig(gen_length=4, block_length=2, steps=4, remasking="random", cache=cache)
+    out = generate(model, PROMPT, PMASK, cfg, seeds=[0])
+    assert out.commit_step.tolist() == [[0, 1, 3, 2]]
+    assert out.sequences.tolist() == [[3, 4, 2, 3, 4, 5]]
+    assert draws.counts == [[2], [1], [2], [1]]
+    assert out.nfe == 4
+    assert model.calls == [(1, widths[0], 0, True), (1, widths[1], 2, False), (1, widths[2], 0, True),
+                           (1, widths[3], 4, False)]
+
+
+@pytest.mark.parametrize("kwargs, steps, nfe", [
+    # p = [.9, .6, .8, .7] (position j -> token 2+j), L = 4 in one block
+    # fixed schedule, steps 2 -> k = 2, 2: step 0 the two most confident (pos 0, 2), step 1 pos 1 and 3
+    (dict(steps=2), [[0, 1, 0, 1]], 2),
+    # threshold .75: step 0 pos 0, 2 (.9, .8); step 1 none of .6, .7 -> the most confident, pos 3; step 2 pos 1
+    (dict(steps=4, threshold=0.75), [[0, 2, 0, 1]], 3),
+    # factor 1.3: step 0 sorted .9 .8 .7 .6: (n+1)(1-c) = .2, .6, 1.2, 2.0 -> n = 3 (pos 0, 2, 3);
+    # step 1 pos 1
+    (dict(steps=4, factor=1.3), [[0, 1, 0, 0]], 2),
+])
+def test_low_confidence_outputs_stay_on_the_input_device_whatever_the_default_device(kwargs, steps, nfe):
+    model = TableModel(one_token_table([math.log(p) for p in (.9, .6, .8, .7)]), P=2)
+    cfg = DecodeConfig(gen_length=4, block_length=4, **kwargs)
+    with torch.device("meta"):
+        out = generate(model, PROMPT, PMASK, cfg, seeds=[0])
+    assert out.commit_step.device.type == "cpu" and out.sequences.device.type == "cpu"
+    assert out.commit_step.tolist() == steps
+    assert out.sequences.tolist() == [[3, 4, 2, 3, 4, 5]]
+    assert out.nfe == nfe
+
+
+def test_threshold_one_commits_every_position_whose_probability_is_exactly_one():
+    # positions 0 and 2: token logit log 1 = 0, every other id -inf (mask id too) -> log-probability exactly 0 (p = 1);
+    # positions 1, 3: p = .6, .8 (token 3, 5; the rest on the mask id). threshold 1 ("probability >= 1"):
+    # step 0 commits 0 and 2; step 1 pos 3 (.8, the most confident); step 2 pos 1
+    model = TableModel(dist_table({2: 1.0}, {3: .6, MASK: .4}, {4: 1.0}, {5: .8, MASK: .2}), P=2)
+    out = generate(model, PROMPT, PMASK, DecodeConfig(gen_length=4, block_length=4, steps=4, threshold=1.0), seeds=[0])
+    assert out.commit_step.tolist() == [[0, 2, 0, 1]]
+    assert out.sequences.tolist() == [[3, 4, 2, 3, 4, 5]]
+    assert out.nfe == 3
+
+
+def test_factor_rule_includes_n_where_n_plus_one_times_one_minus_c_equals_f():
+    # c = [.5, .5] (exp(log .5) is exactly .5 in float64): n=1: 2 x .5 = 1 <= 1.5; n=2: 3 x .5 = 1.5 <= 1.5 -> both
+    masked = torch.ones(1, 2, dtype=torch.bool)
+    logp = torch.tensor([math.log(.5)] * 2, dtype=torch.float64)
+    assert _adaptive_commit(masked, logp, DecodeConfig(factor=1.5)).tolist() == [[True, True]]
+    assert _adaptive_commit(masked, logp, DecodeConfig(factor=1.4)).tolist() == [[True, False]]
+
+
+def test_factor_rule_breaks_ties_by_position_and_commits_exactly_n():
+    # 20 masked positions, all c = .75: (n+1)(1 - .75) = (n+1)/4 <= 1.1 -> n = 3. Among equal confidences the
+    # leftmost go first (as the argmax, which is always committed): positions 0, 1, 2 and no fourth
+    masked = torch.ones(1, 20, dtype=torch.bool)
+    logp = torch.full((20,), math.log(.75), dtype=torch.float64)
+    commit = _adaptive_commit(masked, logp, DecodeConfig(factor=1.1))
+    assert commit[0].nonzero().squeeze(1).tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("mask_logit", [700.0, 1000.0])
+def test_factor_rule_counts_a_position_whose_probability_underflows_to_zero(mask_logit):
+    # pos 0: p(token 2) = .9; pos 1: token 3 has logit 0 and the mask id `mask_logit`, so its log-probability is
+    # -mask_logit (float32: logsumexp = mask_logit exactly) and its probability e^-700 = 1e-304 or e^-1000 = 0.0 in
+    # float64. factor 3.5: sorted c = [.9, ~0]: n=1: 2 x .1 = .2 <= 3.5; n=2: 3 x (1 - 0) = 3 <= 3.5 -> n = 2, both
+    # at step 0 in one call, whether the probability is tiny or exactly 0
+    table = dist_table({2: .9, MASK: .1}, {3: 1.0})
+    table[1, MASK] = mask_logit
+    cfg = DecodeConfig(gen_length=2, block_length=2, steps=2, factor=3.5)
+    out = generate(TableModel(table, P=2), PROMPT, PMASK, cfg, seeds=[0])
+    assert out.commit_step.tolist() == [[0, 0]]
+    assert out.sequences.tolist() == [[3, 4, 2, 3]]
+    assert out.nfe == 1

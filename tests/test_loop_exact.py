@@ -638,6 +638,12 @@ def test_the_default_evaluator_gets_the_run_seed_the_limit_and_the_tasks_decoder
           TrainConfig(**dict(TINY, steps=1, eval_every=1, eval_limit=2), method_overrides={"mu": 1}), seed=5,
           progress=False)
     assert seen == [("toy", [3, 4], 8, 4, 4, 5, "eval")] * 2
+    # eval_limit 0 (or None) means no limit: all three
+    seen.clear()
+    train(TinyBert(), ToyTask(), "diffu-grpo", EXAMPLES, EXAMPLES[3:6],
+          TrainConfig(**dict(TINY, steps=1, eval_every=1, eval_limit=0), method_overrides={"mu": 1}), seed=5,
+          progress=False)
+    assert [ids for _, ids, *rest in seen] == [[3, 4, 5]] * 2
 
 
 def test_progress_lines_go_to_stderr_every_log_every_steps_and_at_the_last(capsys, one_thread):
@@ -683,6 +689,7 @@ def test_trackers_get_every_finite_number_of_each_row_at_its_step(one_thread):
     assert logged == [({"reward": 0.5, "rollouts": 48}, 3)] and isinstance(logged[0][1], int)
     loop.log_to_trackers(SimpleNamespace(trackers=[], log=lambda *a, **k: logged.append("no")), row)
     loop.log_to_trackers(None, row)
+    loop.log_to_trackers(SimpleNamespace(log=lambda *a, **k: logged.append("no")), row)  # no trackers attribute
     assert len(logged) == 1
     # in a run: the step-0 row and every step's row, through the run's accelerator
     accelerator = Accelerator(cpu=True)
@@ -753,18 +760,18 @@ def test_build_sets_up_the_optimizer_schedule_reference_and_decoder_by_hand(one_
     # AdamW with the config's values; lr schedule over steps x mu = 2 x 2 = 4 updates: warm-up 1 gives
     # factor (0 + 1) / (1 + 1) = 0.5 at update 0; cosine at update 3: p = (3 - 1) / (4 - 1) = 2/3,
     # 0.5 (1 + cos(2 pi / 3)) = 0.25, factor 0.1 + 0.9 x 0.25 = 0.325
-    cfg = TrainConfig(**dict(TINY, lr=1e-3, weight_decay=0.05, adam_betas=(0.8, 0.95), adam_eps=1e-7,
+    cfg = TrainConfig(**dict(TINY, lr=2e-3, weight_decay=0.05, adam_betas=(0.8, 0.95), adam_eps=1e-7,
                              lr_schedule="cosine", warmup_steps=1, min_lr_ratio=0.1))
     model, task = TinyBert(), ToyTask()
     model.module.train()
     run = _build(model, task, "diffu-grpo", cfg, mu=2, beta=0.1)
     group = run.optimizer.param_groups[0]
     assert (group["betas"], group["eps"], group["weight_decay"]) == ((0.8, 0.95), 1e-7, 0.05)
-    assert group["lr"] == pytest.approx(0.5e-3)
+    assert group["lr"] == pytest.approx(1e-3)  # 0.5 x 2e-3 (not AdamW's default 1e-3 x 0.5)
     for _ in range(3):
         run.optimizer.step()
         run.scheduler.step()
-    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(0.325e-3)
+    assert run.optimizer.param_groups[0]["lr"] == pytest.approx(0.65e-3)  # 0.325 x 2e-3
     trainable = [p for p in model.module.parameters() if p.requires_grad]
     assert len(run.params) == len(trainable) and all(a is b for a, b in zip(run.params, trainable))
     # beta > 0: a frozen copy of the initial policy, in eval mode; the policy switched to eval (dropout off),
@@ -786,6 +793,8 @@ def test_build_without_kl_keeps_no_reference_and_an_image_task_gets_the_codebook
     assert run.ref is None and run.token_range == (3, TinyBert(image=True).image_token_range[1])
     run = _build(TinyBert(), ToyTask(), "maskgrpo", TrainConfig(**TINY), beta=0.5)  # beta below 1 still has one
     assert run.ref is not None
+    # a model that also draws images (as MMaDA does) decodes a text task over the whole vocabulary
+    assert _build(TinyBert(image=True), ToyTask(), "maskgrpo", TrainConfig(**TINY)).token_range is None
 
 
 def test_build_refuses_a_frozen_model_and_groups_split_across_processes(one_thread):

@@ -827,3 +827,51 @@ def test_build_asks_accelerate_for_the_cpu_exactly_when_the_model_is_on_the_cpu(
     for model in (TinyBert(), no_device, on_gpu):
         _build(model, ToyTask(), "diffu-grpo", TrainConfig(**TINY))
     assert asked == [{"cpu": True}, {"cpu": True}, {"cpu": False}]
+
+
+def test_lora_dropout_is_on_only_in_the_policys_gradient_forwards(one_thread):
+    # LoRA dropout 0.5 (peft's dropout layers): off while decoding rollouts and for the old policy, on for
+    # the forward whose gradient trains the adapters. diffu-grpo, mu 1, beta 0: per step 4 decoder calls
+    # (ToyTask: 8 tokens in blocks of 4, 4 steps) and 1 policy forward -> 2 steps give 8 off, 2 on
+    from harness.lora import apply_lora
+
+    model = TinyBert()
+    apply_lora(model, r=2, dropout=0.5)
+    drops = [m for n, m in model.module.named_modules() if "lora_dropout" in n and isinstance(m, torch.nn.Dropout)]
+    assert drops
+    states, logits = [], model.logits
+
+    def recording_logits(*a, **k):
+        states.append(all(m.training for m in drops))
+        return logits(*a, **k)
+
+    model.logits = recording_logits
+    train(model, ToyTask(), "diffu-grpo", EXAMPLES, [], TrainConfig(**TINY, method_overrides={"mu": 1, "beta": 0.0}),
+          seed=0, progress=False)
+    assert states == [False] * 4 + [True] + [False] * 4 + [True]
+    assert not any(m.training for m in drops)
+
+
+def test_decoding_rollouts_in_chunks_changes_nothing_but_the_number_of_calls(one_thread):
+    # each completion has its own seed, so 6 completions decoded 2 at a time are the 6 decoded at once:
+    # the same rewards and the same trained weights; the decoder is called 3 x as often (4 -> 12 a step)
+    # (NFE counts denoising steps, so it stays 8). beta 0: the policy's forward (6 rows) is the only other call
+    runs = {}
+    for chunk in (None, 2):
+        model, rows = TinyBert(), []
+        logits = model.logits
+
+        def counting_logits(input_ids, *a, _logits=logits, _rows=rows, **k):
+            _rows.append(input_ids.shape[0])
+            return _logits(input_ids, *a, **k)
+
+        model.logits = counting_logits
+        res = train(model, ToyTask(), "diffu-grpo", EXAMPLES, [],
+                    TrainConfig(**dict(TINY, rollout_batch_size=chunk), method_overrides={"mu": 1, "beta": 0.0}),
+                    seed=0, progress=False)
+        runs[chunk] = (res, weights(model), rows)
+    (a, wa, rows_a), (b, wb, rows_b) = runs[None], runs[2]
+    assert rows_a == ([6] * 4 + [6]) * 2 and rows_b == ([2] * 12 + [6]) * 2
+    assert [r["reward"] for r in a.curve] == [r["reward"] for r in b.curve]
+    assert torch.allclose(wa, wb, atol=1e-6)
+    assert a.train_nfe == b.train_nfe == 8

@@ -116,6 +116,26 @@ def test_global_views_gather_what_normalisers_read_from_every_process_in_process
     assert _Run.global_views(single, [view])[0] is view
 
 
+def test_gather_moves_to_the_accelerators_device_and_back_and_all_reduce_max_takes_the_largest():
+    # one process: the tensor itself, accelerate is not asked; two: accelerate's gather sees the tensor on
+    # the accelerator's device (meta here, so a forgotten .to() shows) and the result comes back on the CPU
+    seen = []
+
+    def acc_gather(t):
+        seen.append(t.device.type)
+        return torch.tensor([4, 9, 2])  # process 0's values, then process 1's
+
+    t = torch.tensor([4])
+    assert _Run.gather(SimpleNamespace(acc=SimpleNamespace(num_processes=1)), t) is t
+    two = SimpleNamespace(acc=SimpleNamespace(num_processes=2, device=torch.device("meta"), gather=acc_gather))
+    out = _Run.gather(two, t)
+    assert seen == ["meta"] and out.device.type == "cpu" and out.tolist() == [4, 9, 2]
+    # the maximum over processes of a Python int: 3 here, 7 and 1 elsewhere -> 7; 3 alone -> 3
+    others = SimpleNamespace(gather=lambda x: torch.cat([x, torch.tensor([7, 1])]))
+    assert _Run.all_reduce_max(others, 3) == 7 and type(_Run.all_reduce_max(others, 3)) is int
+    assert _Run.all_reduce_max(SimpleNamespace(gather=lambda x: x), 3) == 3
+
+
 # ---- the training loop's bookkeeping, end to end on the 2-layer fake (tests/fakes.py) ---------------------
 def test_resume_restores_a_refreshed_reference(tmp_path, one_thread):
     # beta > 0 and ref <- 0.5 policy + 0.5 ref after every update: from step 2 on the reference differs from
